@@ -1,0 +1,1 @@
+"""Hydra configuration files for rl_tickets (shipped as package data)."""
