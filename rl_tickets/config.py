@@ -1,0 +1,235 @@
+"""Typed configuration: dataclass schemas, their ConfigStore registration, and validation.
+
+Hydra stays at the edge: the entry point composes a :class:`Config` and everything below it takes
+these plain dataclasses. Wrong types are rejected by OmegaConf against these schemas; semantic
+errors (a rate outside (0, 1), DQN on a continuous action space, ...) are :class:`ConfigError`.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+CHOICES: dict[str, tuple[str, ...]] = {
+    "task": ("rl", "supervised"),
+    "algo.name": ("ppo", "a2c", "dqn", "sac", "td3"),
+    "prune.scope": ("global", "layer"),
+    "prune.schedule": ("iterative", "oneshot", "gradual"),
+    "prune.criterion": ("magnitude", "magnitude_increase", "movement", "random"),
+    "prune.distribution": ("uniform", "erk"),
+    "rewind.optimizer": ("fresh", "restore"),
+    "rewind.replay_buffer": ("empty", "restore"),
+    "retrain.mode": ("rewind", "finetune", "lr_rewind"),
+    "logger.mode": ("offline", "online", "disabled"),
+    "controls": ("reinit", "sign_reinit", "permute", "random_mask", "random_reinit", "small_dense"),
+}
+
+
+class ConfigError(ValueError):
+    """A semantic configuration error a user can fix; its message is one line."""
+
+
+@dataclass
+class AlgoConfig:
+    """The SB3 algorithm and its hyperparameters (constructor keyword arguments)."""
+
+    name: str = "ppo"
+    hyperparams: dict[str, Any] = field(default_factory=dict)
+    policy_kwargs: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass
+class EnvConfig:
+    """A Gymnasium environment and how it is vectorised and wrapped."""
+
+    name: str = "cartpole"
+    id: str = "CartPole-v1"
+    n_envs: int = 1
+    normalize: bool = False
+    normalize_kwargs: dict[str, Any] = field(default_factory=dict)
+    wrapper: str | None = None
+    make_kwargs: dict[str, Any] = field(default_factory=dict)
+    observation_names: list[str] | None = None
+
+
+@dataclass
+class ModelConfig:
+    """A supervised network (``task=supervised``)."""
+
+    name: str = "lenet_300_100"
+
+
+@dataclass
+class DataConfig:
+    """A supervised dataset (``task=supervised``)."""
+
+    name: str = "mnist5k"
+    root: str = "data"
+    download: bool = False
+
+
+@dataclass
+class PruneConfig:
+    """How masks are found, level after level."""
+
+    levels: int = 3
+    rate: float = 0.2
+    scope: str = "global"
+    schedule: str = "iterative"
+    criterion: str = "magnitude"
+    distribution: str = "uniform"
+    overrides: dict[str, float] = field(default_factory=dict)
+    exclude: list[str] = field(default_factory=list)
+    biases: bool = False
+    # Gradual magnitude pruning (Zhu & Gupta 2017), fractions of the training budget.
+    final_density: float = 0.1
+    start_fraction: float = 0.2
+    end_fraction: float = 0.8
+    update_every: int = 1000
+
+
+@dataclass
+class RewindConfig:
+    """Where each level restarts from and what training state is restored there."""
+
+    step: int = 0
+    optimizer: str = "fresh"
+    replay_buffer: str = "empty"
+
+
+@dataclass
+class RetrainConfig:
+    """How a pruned network is retrained (Renda et al. 2020)."""
+
+    mode: str = "rewind"
+    finetune_lr: float = 1e-4
+
+
+@dataclass
+class TrainConfig:
+    """Training budget: environment steps (RL) or iterations (supervised)."""
+
+    timesteps: int = 100_000
+    iterations: int = 5_000
+    batch_size: int = 60
+    lr: float = 1.2e-3
+    optimizer: str = "adam"
+
+
+@dataclass
+class EvalConfig:
+    """Evaluation: deterministic episodes (RL) or validation passes (supervised) every ``every`` steps."""
+
+    episodes: int = 10
+    every: int = 10_000
+
+
+@dataclass
+class LoggerConfig:
+    """Weights & Biases mirror of the local files."""
+
+    mode: str = "offline"
+    project: str = "rl_tickets"
+    entity: str | None = None
+    init_timeout: float = 15.0
+
+
+@dataclass
+class Config:
+    """The whole job. Identity-relevant parts decide the results directory (see :mod:`identity`)."""
+
+    task: str = "rl"
+    algo: AlgoConfig = field(default_factory=AlgoConfig)
+    env: EnvConfig = field(default_factory=EnvConfig)
+    model: ModelConfig = field(default_factory=ModelConfig)
+    data: DataConfig = field(default_factory=DataConfig)
+    prune: PruneConfig = field(default_factory=PruneConfig)
+    rewind: RewindConfig = field(default_factory=RewindConfig)
+    retrain: RetrainConfig = field(default_factory=RetrainConfig)
+    train: TrainConfig = field(default_factory=TrainConfig)
+    eval: EvalConfig = field(default_factory=EvalConfig)
+    logger: LoggerConfig = field(default_factory=LoggerConfig)
+    controls: list[str] = field(default_factory=list)
+    seed: int = 0
+    root: str = "results"
+    device: str = "auto"
+    name: str | None = None
+    threads: int = 0
+    progress: bool = True
+
+
+def register_schemas() -> None:
+    """Register :class:`Config` with Hydra's ConfigStore as ``schema`` (the primary config extends it)."""
+    from hydra.core.config_store import ConfigStore
+
+    ConfigStore.instance().store(name="schema", node=Config)
+
+
+def display_name(cfg: Config) -> str:
+    """The experiment's display name: ``name`` if given, else algo_env or model_data.
+
+    :param cfg: the job config.
+    """
+    if cfg.name:
+        return cfg.name
+    if cfg.task == "supervised":
+        return f"{cfg.model.name}_{cfg.data.name}"
+    return f"{cfg.algo.name}_{cfg.env.name}"
+
+
+def _check_choice(key: str, value: str) -> None:
+    """Raise ConfigError unless ``value`` is one of the valid choices for ``key``."""
+    if value not in CHOICES[key]:
+        raise ConfigError(f"{key}={value!r} is not valid; choose one of: {', '.join(CHOICES[key])}")
+
+
+def validate(cfg: Config) -> None:
+    """Check the semantic rules a schema cannot express; raise :class:`ConfigError` with one line.
+
+    Environment/algorithm compatibility needs the action space and is checked by the RL trainer.
+
+    :param cfg: the composed job config.
+    """
+    for key in ("task", "algo.name", "prune.scope", "prune.schedule", "prune.criterion"):
+        section, _, attr = key.partition(".")
+        _check_choice(key, getattr(getattr(cfg, section), attr) if attr else getattr(cfg, section))
+    for key in ("prune.distribution", "rewind.optimizer", "rewind.replay_buffer", "retrain.mode", "logger.mode"):
+        section, attr = key.split(".")
+        _check_choice(key, getattr(getattr(cfg, section), attr))
+    for control in cfg.controls:
+        _check_choice("controls", control)
+    p = cfg.prune
+    if not 0.0 < p.rate < 1.0:
+        raise ConfigError(f"prune.rate={p.rate} must lie strictly between 0 and 1 (e.g. 0.2 removes 20% per level)")
+    if p.levels < 0:
+        raise ConfigError(f"prune.levels={p.levels} must be >= 0 (0 trains only the dense network)")
+    for pattern, rate in p.overrides.items():
+        if not 0.0 <= float(rate) < 1.0:
+            raise ConfigError(f"prune.overrides[{pattern!r}]={rate} must lie in [0, 1)")
+    if p.schedule == "gradual":
+        if not 0.0 < p.final_density < 1.0:
+            raise ConfigError(f"prune.final_density={p.final_density} must lie strictly between 0 and 1")
+        if not 0.0 <= p.start_fraction < p.end_fraction <= 1.0:
+            raise ConfigError(
+                f"prune.start_fraction={p.start_fraction} and prune.end_fraction={p.end_fraction} "
+                "must satisfy 0 <= start < end <= 1"
+            )
+        if p.update_every <= 0:
+            raise ConfigError(f"prune.update_every={p.update_every} must be > 0")
+    budget_key = "train.iterations" if cfg.task == "supervised" else "train.timesteps"
+    budget = cfg.train.iterations if cfg.task == "supervised" else cfg.train.timesteps
+    if budget <= 0:
+        raise ConfigError(f"{budget_key}={budget} must be > 0")
+    if not 0 <= cfg.rewind.step < budget:
+        raise ConfigError(
+            f"rewind.step={cfg.rewind.step} must lie in [0, {budget_key}={budget}); "
+            "it is the step whose weights each level restarts from"
+        )
+    if cfg.retrain.finetune_lr <= 0:
+        raise ConfigError(f"retrain.finetune_lr={cfg.retrain.finetune_lr} must be > 0")
+    if cfg.eval.episodes <= 0:
+        raise ConfigError(f"eval.episodes={cfg.eval.episodes} must be > 0")
+    if cfg.eval.every < 0:
+        raise ConfigError(f"eval.every={cfg.eval.every} must be >= 0 (0 evaluates only at the end of a level)")
+    if cfg.device not in ("auto", "cpu") and not cfg.device.startswith("cuda"):
+        raise ConfigError(f"device={cfg.device!r} is not valid; choose auto, cpu, cuda or cuda:N")

@@ -1,0 +1,122 @@
+"""Gymnasium environments as SB3 vector envs, plus the small pieces pixel environments need.
+
+MinAtar (optional extra) is the cheap pixel/CNN option on a CPU: 10x10xC **bool** observations,
+channels last. :class:`ChannelsFirstFloat` casts and transposes them, and :class:`MinAtarCNN` is the
+small CNN of the MinAtar paper (NatureCNN's strides need inputs of at least 36x36).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from pathlib import Path
+
+import gymnasium as gym
+import numpy as np
+import torch
+from stable_baselines3.common.env_util import make_vec_env
+from stable_baselines3.common.torch_layers import BaseFeaturesExtractor, NatureCNN
+from stable_baselines3.common.vec_env import VecEnv, VecNormalize
+from torch import nn
+
+from rl_tickets.config import ConfigError, EnvConfig
+
+
+class ChannelsFirstFloat(gym.ObservationWrapper):
+    """HxWxC observations (any dtype) -> float32 CxHxW, so a Conv2d policy can read them."""
+
+    def __init__(self, env: gym.Env) -> None:
+        super().__init__(env)
+        h, w, c = env.observation_space.shape
+        self.observation_space = gym.spaces.Box(0.0, 1.0, (c, h, w), np.float32)
+
+    def observation(self, observation: np.ndarray) -> np.ndarray:
+        """Transpose to channels-first float32."""
+        return np.ascontiguousarray(np.transpose(observation, (2, 0, 1)), dtype=np.float32)
+
+
+class MinAtarCNN(BaseFeaturesExtractor):
+    """One 3x3 conv (16 channels) + a linear layer, as in Young & Tian 2019's MinAtar baselines."""
+
+    def __init__(self, observation_space: gym.spaces.Box, features_dim: int = 128) -> None:
+        super().__init__(observation_space, features_dim)
+        channels, height, width = observation_space.shape
+        self.cnn = nn.Sequential(nn.Conv2d(channels, 16, 3, stride=1), nn.ReLU(), nn.Flatten())
+        self.linear = nn.Sequential(nn.Linear(16 * (height - 2) * (width - 2), features_dim), nn.ReLU())
+
+    def forward(self, observations: torch.Tensor) -> torch.Tensor:
+        """Features of a batch of CxHxW observations."""
+        return self.linear(self.cnn(observations))
+
+
+WRAPPERS: dict[str, Callable[[gym.Env], gym.Env]] = {"channels_first_float": ChannelsFirstFloat}
+FEATURE_EXTRACTORS: dict[str, type[BaseFeaturesExtractor]] = {"nature_cnn": NatureCNN, "minatar_cnn": MinAtarCNN}
+
+
+def register_optional_envs(env_id: str) -> None:
+    """Register environment families that Gymnasium does not load by itself (MinAtar, ALE).
+
+    :param env_id: the Gymnasium id about to be made.
+    """
+    try:
+        if env_id.startswith("MinAtar/"):
+            import minatar.gym
+
+            if env_id not in gym.registry:
+                minatar.gym.register_envs()
+        elif env_id.startswith("ALE/"):
+            import ale_py
+
+            gym.register_envs(ale_py)
+    except ImportError as error:
+        extra = "minatar" if env_id.startswith("MinAtar/") else "atari"
+        raise ConfigError(f"env.id={env_id} needs `pip install rl-tickets[{extra}]` ({error})") from None
+
+
+def make_single(cfg: EnvConfig) -> gym.Env:
+    """One wrapped environment (used to read spaces before anything is trained).
+
+    :param cfg: the environment config.
+    """
+    register_optional_envs(cfg.id)
+    try:
+        env = gym.make(cfg.id, **cfg.make_kwargs)
+    except gym.error.Error as error:
+        raise ConfigError(f"env.id={cfg.id} cannot be made: {error}") from None
+    except ModuleNotFoundError as error:
+        raise ConfigError(f"env.id={cfg.id} needs a missing package ({error}); e.g. pip install gymnasium[box2d]") from None
+    return WRAPPERS[cfg.wrapper](env) if cfg.wrapper else env
+
+
+def make_env(cfg: EnvConfig, seed: int, n_envs: int | None = None, normalize_from: Path | None = None,
+             training: bool = True) -> VecEnv:  # fmt: skip
+    """A seeded vector env, wrapped in VecNormalize when configured.
+
+    :param cfg: the environment config.
+    :param seed: seed of the first sub-env (the others take seed + i).
+    :param n_envs: number of sub-envs (default ``cfg.n_envs``).
+    :param normalize_from: VecNormalize statistics to load (a ``.pkl`` from ``VecNormalize.save``).
+    :param training: whether VecNormalize statistics keep updating (False for evaluation).
+    """
+    register_optional_envs(cfg.id)
+    wrapper = WRAPPERS[cfg.wrapper] if cfg.wrapper else None
+    venv = make_vec_env(cfg.id, n_envs=n_envs or cfg.n_envs, seed=seed, wrapper_class=wrapper,
+                        env_kwargs=dict(cfg.make_kwargs))  # fmt: skip
+    if not cfg.normalize:
+        return venv
+    if normalize_from is not None and normalize_from.exists():
+        env = VecNormalize.load(str(normalize_from), venv)
+    else:
+        env = VecNormalize(venv, **cfg.normalize_kwargs)
+    env.training = training
+    if not training:
+        env.norm_reward = False
+    return env
+
+
+def check_wrappers(cfg: EnvConfig) -> None:
+    """Raise ConfigError if ``env.wrapper`` names no known wrapper.
+
+    :param cfg: the environment config.
+    """
+    if cfg.wrapper and cfg.wrapper not in WRAPPERS:
+        raise ConfigError(f"env.wrapper={cfg.wrapper!r} is not valid; choose one of: {', '.join(WRAPPERS)}")

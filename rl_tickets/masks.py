@@ -1,0 +1,218 @@
+"""Masks keyed by parameter name: attach them to a network, keep pruned weights at exactly zero.
+
+The one invariant of this suite lives here: **a pruned weight is exactly 0.0 at every forward pass,
+in online and target networks, after any optimizer step, load or rewind.**
+
+How it holds:
+
+- every ``nn.Linear`` / ``nn.Conv2d`` gets ``weight_mask`` (and ``bias_mask``) buffers *at construction*,
+  all ones, so SB3's ``save``/``load`` round-trips them with ``strict=True`` loading;
+- :func:`set_masks` copies a mask into the buffers in place (never replacing them, so optimizers,
+  hooks and ``torch.compile`` keep seeing the same tensors), mirrors it onto the target network and
+  multiplies the weights;
+- :func:`enforce_after_steps` registers a post-step hook on each optimizer that re-zeroes the masked
+  parameters *that optimizer owns* (one fused ``_foreach_mul_``). Zeroing once or masking gradients is
+  not enough: Adam's stale moments move a zeroed weight again. Touching only the optimizer's own
+  parameters matters for SAC, whose actor step follows the critic step inside one autograd graph.
+- target networks are updated by polyak averaging of two tensors that are both zero where pruned,
+  so they stay exactly zero.
+
+A mask (:data:`Mask`) is a plain ``dict[str, torch.BoolTensor]`` keyed by the *online* parameter name.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping
+from pathlib import Path
+
+import torch
+from torch import nn
+
+Mask = dict[str, torch.Tensor]
+
+MASKED_MODULES: tuple[type[nn.Module], ...] = (nn.Linear, nn.Conv2d)
+
+# SB3 names its target networks like this; a target carries its online network's mask and is
+# left out of ranking and of the density count.
+TARGET_PREFIXES: dict[str, str] = {
+    "q_net_target.": "q_net.",
+    "critic_target.": "critic.",
+    "actor_target.": "actor.",
+}
+
+
+def is_target(name: str) -> bool:
+    """Whether a parameter name belongs to a target network.
+
+    :param name: a name from ``module.named_parameters()``.
+    """
+    return any(name.startswith(prefix) for prefix in TARGET_PREFIXES)
+
+
+def online_name(name: str) -> str:
+    """Map a target-network parameter name to its online twin (identity for online names).
+
+    :param name: a parameter name.
+    """
+    for target, online in TARGET_PREFIXES.items():
+        if name.startswith(target):
+            return online + name[len(target) :]
+    return name
+
+
+def attach_masks(module: nn.Module) -> None:
+    """Register all-ones ``weight_mask``/``bias_mask`` buffers on every Linear/Conv2d of ``module``.
+
+    Call it at construction time (before any ``load_state_dict``) so checkpoints carry the masks.
+    Idempotent: already-registered masks are kept.
+
+    :param module: the network (an SB3 policy or a plain model).
+    """
+    for sub in module.modules():
+        if not isinstance(sub, MASKED_MODULES) or hasattr(sub, "weight_mask"):
+            continue
+        sub.register_buffer("weight_mask", torch.ones_like(sub.weight, requires_grad=False))
+        if sub.bias is not None:
+            sub.register_buffer("bias_mask", torch.ones_like(sub.bias, requires_grad=False))
+
+
+def _mask_buffers(module: nn.Module) -> dict[str, tuple[nn.Parameter, torch.Tensor]]:
+    """Every masked parameter (online and target) by name, paired with its mask buffer."""
+    pairs: dict[str, tuple[nn.Parameter, torch.Tensor]] = {}
+    for prefix, sub in module.named_modules():
+        if not isinstance(sub, MASKED_MODULES) or not hasattr(sub, "weight_mask"):
+            continue
+        stem = f"{prefix}." if prefix else ""
+        pairs[stem + "weight"] = (sub.weight, sub.weight_mask)
+        if sub.bias is not None:
+            pairs[stem + "bias"] = (sub.bias, sub.bias_mask)
+    return pairs
+
+
+def prunable_names(module: nn.Module, include_biases: bool = False) -> list[str]:
+    """Names of the online parameters that can be pruned, in ``named_modules`` order.
+
+    :param module: a network with attached masks.
+    :param include_biases: also list biases (not pruned by default).
+    """
+    names = [n for n in _mask_buffers(module) if not is_target(n)]
+    return [n for n in names if include_biases or n.endswith("weight")]
+
+
+def read_mask(module: nn.Module, include_biases: bool = False) -> Mask:
+    """The module's current mask as boolean CPU tensors keyed by online parameter name.
+
+    :param module: a network with attached masks.
+    :param include_biases: include bias masks.
+    """
+    pairs = _mask_buffers(module)
+    return {n: pairs[n][1].detach().bool().cpu().clone() for n in prunable_names(module, include_biases)}
+
+
+def online_weights(module: nn.Module, include_biases: bool = False) -> dict[str, torch.Tensor]:
+    """Detached CPU copies of the prunable online parameters.
+
+    :param module: a network with attached masks.
+    :param include_biases: include biases.
+    """
+    pairs = _mask_buffers(module)
+    return {n: pairs[n][0].detach().cpu().clone() for n in prunable_names(module, include_biases)}
+
+
+@torch.no_grad()
+def set_masks(module: nn.Module, mask: Mapping[str, torch.Tensor]) -> None:
+    """Copy ``mask`` into the module's buffers (online and target twins) and zero the pruned weights.
+
+    Names absent from ``mask`` are reset to dense, so the module ends up with exactly this mask.
+
+    :param module: a network with attached masks.
+    :param mask: boolean tensors keyed by online parameter name.
+    """
+    pairs = _mask_buffers(module)
+    unknown = set(mask) - {n for n in pairs if not is_target(n)}
+    if unknown:
+        raise KeyError(f"mask names not in the network: {sorted(unknown)[:5]}")
+    for name, (param, buffer) in pairs.items():
+        source = mask.get(online_name(name))
+        if source is None:
+            buffer.fill_(1.0)
+        else:
+            if source.shape != buffer.shape:
+                raise ValueError(f"mask for {name} has shape {tuple(source.shape)}, expected {tuple(buffer.shape)}")
+            buffer.copy_(source.to(device=buffer.device, dtype=buffer.dtype))
+        param.mul_(buffer)
+
+
+@torch.no_grad()
+def apply_masks(module: nn.Module) -> None:
+    """Multiply every masked parameter (online and target) by its mask buffer.
+
+    :param module: a network with attached masks.
+    """
+    pairs = list(_mask_buffers(module).values())
+    if pairs:
+        torch._foreach_mul_([p for p, _ in pairs], [m for _, m in pairs])
+
+
+def enforce_after_steps(module: nn.Module, optimizers: Iterable[torch.optim.Optimizer]) -> None:
+    """Re-zero pruned weights after every step of each optimizer, over its own parameters only.
+
+    :param module: the network whose mask buffers are used.
+    :param optimizers: optimizers over (parts of) ``module``.
+    """
+    by_param = {id(param): buffer for param, buffer in _mask_buffers(module).values()}
+    for optimizer in optimizers:
+        params = [p for group in optimizer.param_groups for p in group["params"] if id(p) in by_param]
+        buffers = [by_param[id(p)] for p in params]
+        if not params or getattr(optimizer, "_rl_tickets_enforced", False):
+            continue
+
+        def rezero(_opt: torch.optim.Optimizer, _args: object, _kwargs: object, p=params, b=buffers) -> None:
+            with torch.no_grad():
+                torch._foreach_mul_(p, b)
+
+        optimizer.register_step_post_hook(rezero)
+        optimizer._rl_tickets_enforced = True  # type: ignore[attr-defined]
+
+
+def density(mask: Mapping[str, torch.Tensor]) -> float:
+    """Fraction of weights kept over all tensors of ``mask``.
+
+    :param mask: boolean tensors.
+    """
+    total = sum(m.numel() for m in mask.values())
+    kept = sum(int(m.sum()) for m in mask.values())
+    return kept / total if total else 1.0
+
+
+def layer_densities(mask: Mapping[str, torch.Tensor]) -> list[tuple[str, int, float]]:
+    """``(layer, numel, density)`` for every tensor of ``mask``.
+
+    :param mask: boolean tensors.
+    """
+    return [(name, m.numel(), float(m.float().mean())) for name, m in mask.items()]
+
+
+def dense_mask(weights: Mapping[str, torch.Tensor]) -> Mask:
+    """An all-kept mask shaped like ``weights``.
+
+    :param weights: tensors keyed by name.
+    """
+    return {name: torch.ones_like(w, dtype=torch.bool) for name, w in weights.items()}
+
+
+def save_mask(mask: Mapping[str, torch.Tensor], path: Path) -> None:
+    """Write a mask as a ``torch.save`` dict of bool tensors (loadable with ``weights_only=True``).
+
+    :param mask: boolean tensors.
+    :param path: destination file.
+    """
+    torch.save({name: m.bool().cpu() for name, m in mask.items()}, path)
+
+
+def load_mask(path: Path) -> Mask:
+    """Read a mask written by :func:`save_mask`.
+
+    :param path: the ``mask.pt`` file.
+    """
+    return torch.load(path, map_location="cpu", weights_only=True)

@@ -1,0 +1,107 @@
+"""One protocol, two clients: :mod:`.sb3` (RL agents) and :mod:`.supervised` (MLP/CNN classifiers).
+
+The runner decides *what* a level starts from (a checkpoint, a mask, optional parameter overrides,
+a step counter) and a trainer decides *how* to load, train, evaluate and save in its own format.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Protocol
+
+import torch
+
+from rl_tickets.masks import Mask
+
+# Called during training with (step, cumulative metrics) so the runner can mirror curves.
+CurveSink = Callable[[dict[str, Any]], None]
+# Gradual pruning: given the step and the current prunable weights, return a new mask or None.
+MaskSchedule = Callable[[int, dict[str, torch.Tensor]], Mask | None]
+
+
+@dataclass
+class LevelPlan:
+    """Everything a trainer needs to train one level of one variant.
+
+    :param start: checkpoint to load, or None to build a fresh network from ``seed``.
+    :param steps: steps to train in this level (env steps or iterations).
+    :param mask: the mask to apply before training (online names; targets follow).
+    :param seed: seed for everything random in this level.
+    :param start_step: set the step counter to this before training (schedules continue from it);
+        None keeps the checkpoint's own counter.
+    :param params: online parameter overrides applied after loading (controls); targets re-synced.
+    :param constant_lr: train at this constant learning rate, other schedules frozen at their final
+        values (fine-tuning).
+    :param restore_optimizer: keep the checkpoint's optimizer moments (else fresh).
+    :param restore_replay_buffer: load the checkpoint's replay buffer (else empty, and training
+        waits ``learning_starts`` steps again).
+    :param width_scale: shrink hidden widths by this factor (small_dense control; fresh nets only).
+    :param snapshot_step: while training, save the full training state at this step (dense run).
+    :param mask_schedule: called periodically to update the mask during training (gradual pruning).
+    """
+
+    start: Path | None
+    steps: int
+    mask: Mask | None
+    seed: int
+    start_step: int | None = None
+    params: dict[str, torch.Tensor] | None = None
+    constant_lr: float | None = None
+    restore_optimizer: bool = False
+    restore_replay_buffer: bool = False
+    width_scale: float = 1.0
+    snapshot_step: int | None = None
+    mask_schedule: MaskSchedule | None = None
+    mask_schedule_every: int = 0
+
+
+@dataclass
+class LevelOutcome:
+    """What a trained level reports back.
+
+    :param metrics: one row of levels.csv (without level/variant/density).
+    :param curve: evaluation curve rows (step, metrics) for eval_curve.csv.
+    :param mask: the final mask (differs from the plan's under gradual pruning).
+    :param extra: facts to record in the level's metrics.json (e.g. the effective learning_starts).
+    """
+
+    metrics: dict[str, Any]
+    curve: list[dict[str, Any]] = field(default_factory=list)
+    mask: Mask | None = None
+    extra: dict[str, Any] = field(default_factory=dict)
+
+
+class Trainer(Protocol):
+    """The interface the runner drives; see :class:`~rl_tickets.trainers.sb3.SB3Trainer`."""
+
+    unit: str  # "timesteps" or "iterations": the unit of steps, budgets and rewind.step
+    budget: int  # steps in a full (dense) training run
+    metric: str  # the headline metric column (eval_return_mean, test_accuracy)
+    columns: tuple[str, ...]  # metric columns of levels.csv, in order
+    checkpoint_name: str  # file name of a level's final model inside its directory
+
+    def train(self, plan: LevelPlan, out: Path, curve_sink: CurveSink | None = None) -> LevelOutcome:
+        """Train one level per ``plan``, writing its checkpoint(s) into ``out``."""
+        ...
+
+    def snapshot_path(self, out: Path, step: int) -> Path:
+        """Where a dense run saved its training state at ``step`` (step 0: the initialisation)."""
+        ...
+
+    def load_params(self, checkpoint: Path) -> dict[str, torch.Tensor]:
+        """All online parameters of a checkpoint, on the CPU, keyed by name."""
+        ...
+
+    def fresh_params(self, seed: int, width_scale: float = 1.0) -> dict[str, torch.Tensor]:
+        """All online parameters of a freshly initialised network."""
+        ...
+
+    def prunable(self, params: dict[str, torch.Tensor], include_biases: bool) -> list[str]:
+        """Names among ``params`` that masks cover (weights of Linear/Conv2d, optionally biases)."""
+        ...
+
+    def describe(self) -> dict[str, Any]:
+        """Facts for meta.json: input layers, actor/critic layers, observation names."""
+        ...
