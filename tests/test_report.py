@@ -1,0 +1,273 @@
+"""End-to-end report on a fake results root with known answers."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pandas as pd
+import pytest
+import torch
+
+from rl_tickets import report, stats
+
+OBS = ["cart_position", "cart_velocity", "pole_angle", "pole_angular_velocity"]
+RL_SEEDS = [0, 1, 2, 3]
+SUP_SEEDS = [0, 1, 2]
+LEVELS = [0, 1, 2, 3]
+
+
+def write_chain(
+    root: Path,
+    chain_hash: str,
+    seed: int,
+    meta: dict,
+    rows: list[dict],
+    masks: dict[int, dict[str, torch.Tensor]],
+) -> Path:
+    """Write one chain in the runner's layout: meta.json, levels.csv, layers.csv, level_NN/ticket/mask.pt."""
+    chain = root / "chains" / chain_hash / f"seed_{seed}"
+    chain.mkdir(parents=True)
+    (chain / "meta.json").write_text(json.dumps({**meta, "seed": seed}))
+    pd.DataFrame(rows).to_csv(chain / "levels.csv", index=False)
+    layer_rows = [
+        {
+            "level": lvl,
+            "variant": "ticket",
+            "layer": n,
+            "numel": m.numel(),
+            "density": m.float().mean().item(),
+        }
+        for lvl, level_masks in masks.items()
+        for n, m in level_masks.items()
+    ]
+    pd.DataFrame(layer_rows).to_csv(chain / "layers.csv", index=False)
+    for lvl, level_masks in masks.items():
+        (chain / f"level_{lvl:02d}" / "ticket").mkdir(parents=True)
+        torch.save(level_masks, chain / f"level_{lvl:02d}" / "ticket" / "mask.pt")
+    return chain
+
+
+def rl_masks(level: int) -> dict[str, torch.Tensor]:
+    """Identical across seeds. cart_velocity (column 1) loses its actor edges at level 1 and its
+    critic edges at level 2: alive at level 1 (the critic still reads it), dead from level 2."""
+    pi0, vf0 = torch.ones(8, 4, dtype=torch.bool), torch.ones(8, 4, dtype=torch.bool)
+    pi2, vf2 = torch.ones(2, 8, dtype=torch.bool), torch.ones(1, 8, dtype=torch.bool)
+    if level >= 1:
+        pi0[:, 1] = False
+    if level >= 2:
+        vf0[:, 1] = False
+    vf2[0, 8 - 2 * level :] = False if level else True
+    return {"pi.0.weight": pi0, "pi.2.weight": pi2, "vf.0.weight": vf0, "vf.2.weight": vf2}
+
+
+def sup_masks(level: int, seed: int) -> dict[str, torch.Tensor]:
+    """Seeds 0 and 1 share a mask, seed 2 keeps the disjoint rows: mean pairwise Jaccard = 1/3.
+    Input column 5 is dead in every seed at every pruned level."""
+    fc1 = torch.zeros(4, 6, dtype=torch.bool)
+    rows = slice(0, 2) if seed in (0, 1) else slice(2, 4)
+    fc1[rows, :5] = True
+    return {"fc1.weight": fc1}
+
+
+def build_root(root: Path) -> None:
+    """Two experiments: PPO CartPole (4 seeds, seed 3 stops after level 2) and a supervised MLP (3 seeds)."""
+    rl_meta = {
+        "name": "ppo-cartpole",
+        "task": "rl",
+        "algo": "ppo",
+        "env": "cartpole",
+        "metric": "eval_return_mean",
+        "unit": "timesteps",
+        "input_layers": ["pi.0.weight", "vf.0.weight"],
+        "actor_layers": ["pi.0.weight", "pi.2.weight"],
+        "critic_layers": ["vf.0.weight", "vf.2.weight"],
+        "observation_names": OBS,
+    }
+    for seed in RL_SEEDS:
+        last = 2 if seed == 3 else 3  # an incomplete chain
+        rows = [
+            {
+                "level": 0,
+                "variant": "ticket",
+                "density": 1.0,
+                "eval_return_mean": 450.0 + seed,
+                "timesteps": 1,
+            }
+        ]
+        for lvl in range(1, last + 1):
+            ticket = 400.0 + seed + lvl
+            # The ticket beats reinit on every seed, by 50-53; it is 48-50 below dense.
+            rows.append({"level": lvl, "variant": "ticket", "density": 0.8**lvl, "eval_return_mean": ticket})
+            rows.append(
+                {
+                    "level": lvl,
+                    "variant": "reinit",
+                    "density": 0.8**lvl,
+                    "eval_return_mean": ticket - 50 - seed,
+                }
+            )
+        write_chain(
+            root, "aaaaaa111111", seed, rl_meta, rows, {lvl: rl_masks(lvl) for lvl in range(1, last + 1)}
+        )
+    # A chain still being set up: no meta.json yet. Must be skipped, not crash.
+    (root / "chains" / "aaaaaa111111" / "seed_9").mkdir()
+
+    sup_meta = {
+        "name": "lenet-digits",
+        "task": "supervised",
+        "algo": "adam",
+        "env": "digits",
+        "metric": "test_accuracy",
+        "unit": "iterations",
+        "input_layers": ["fc1.weight"],
+        "actor_layers": [],
+        "critic_layers": [],
+        "observation_names": None,
+    }
+    for seed in SUP_SEEDS:
+        rows = [{"level": 0, "variant": "ticket", "density": 1.0, "test_accuracy": 0.9 + 0.01 * seed}]
+        for lvl in LEVELS[1:]:
+            # Ticket equals dense on every seed (matches); reinit is better on every seed (worse).
+            rows.append(
+                {"level": lvl, "variant": "ticket", "density": 0.8**lvl, "test_accuracy": 0.9 + 0.01 * seed}
+            )
+            rows.append(
+                {
+                    "level": lvl,
+                    "variant": "reinit",
+                    "density": 0.8**lvl,
+                    "test_accuracy": 0.95 + 0.01 * seed + 0.001 * lvl,
+                }
+            )
+        write_chain(
+            root, "bbbbbb222222", seed, sup_meta, rows, {lvl: sup_masks(lvl, seed) for lvl in LEVELS[1:]}
+        )
+
+
+@pytest.fixture(scope="module")
+def report_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    root = tmp_path_factory.mktemp("results")
+    build_root(root)
+    assert report.main([str(root), "--n-resamples", "2000"]) == 0
+    return root / "report"
+
+
+def test_files_exist(report_dir: Path) -> None:
+    for exp in ("ppo-cartpole", "lenet-digits"):
+        for name in (
+            "summary.csv",
+            "summary.md",
+            "verdicts.csv",
+            "per_seed.csv",
+            "masks.md",
+            "layer_density.png",
+        ):
+            assert (report_dir / exp / name).is_file(), f"{exp}/{name} missing"
+    assert (report_dir / "ppo-cartpole" / "return_vs_density.png").is_file()
+    assert (report_dir / "lenet-digits" / "accuracy_vs_density.png").is_file()
+    index = (report_dir / "index.md").read_text()
+    assert "[ppo-cartpole](ppo-cartpole/summary.md)" in index
+    assert "[lenet-digits](lenet-digits/summary.md)" in index
+
+
+def test_summary_numbers(report_dir: Path) -> None:
+    summary = pd.read_csv(report_dir / "ppo-cartpole" / "summary.csv")
+    dense = summary[(summary["level"] == 0) & (summary["variant"] == "ticket")].iloc[0]
+    assert dense["n"] == 4 and dense["mean"] == pytest.approx(451.5) and dense["density"] == 1.0
+    deepest = summary[(summary["level"] == 3) & (summary["variant"] == "ticket")].iloc[0]
+    assert deepest["n"] == 3  # seed 3 stopped at level 2
+    assert deepest["density"] == pytest.approx(0.512)
+    assert deepest["ci_low"] <= deepest["mean"] <= deepest["ci_high"]
+    # Ticket first within each level.
+    assert summary[summary["level"] == 1]["variant"].tolist() == ["ticket", "reinit"]
+
+
+def test_verdicts(report_dir: Path) -> None:
+    rl = pd.read_csv(report_dir / "ppo-cartpole" / "verdicts.csv")
+    assert set(rl[rl["comparison"] == "reinit"]["verdict"]) == {stats.BETTER}
+    assert set(rl[rl["comparison"] == "dense"]["verdict"]) == {stats.BELOW_DENSE}
+    assert rl[(rl["level"] == 3) & (rl["comparison"] == "reinit")]["n"].item() == 3
+    sup = pd.read_csv(report_dir / "lenet-digits" / "verdicts.csv")
+    assert set(sup[sup["comparison"] == "reinit"]["verdict"]) == {stats.WORSE}
+    dense = sup[sup["comparison"] == "dense"]
+    assert set(dense["verdict"]) == {stats.MATCHES}
+    assert dense["ci_low"].tolist() == pytest.approx([0.0, 0.0, 0.0])
+    md = (report_dir / "ppo-cartpole" / "summary.md").read_text()
+    assert "beats reinit?" in md and "matches dense?" in md
+    assert "better: +51.5 [+50.5, +52.5] (n=4)" in md  # level 1: differences 50, 51, 52, 53
+
+
+def test_mask_analysis(report_dir: Path) -> None:
+    rl = (report_dir / "ppo-cartpole" / "masks.md").read_text()
+    assert "level 1: dead in every seed: none" in rl  # the critic still reads cart_velocity
+    assert "level 2: dead in every seed: cart_velocity" in rl
+    assert "level 3: dead in every seed: cart_velocity" in rl
+    assert "| cart_velocity | 4/4 | 0/4 | 0/3 |" in rl
+    # Identical masks across seeds.
+    assert "| 1 | 88.6% | 4 | 1.000 |" in rl  # 78 of 88 weights kept
+    # Actor vs critic at level 3: actor (24 + 16) / 48, critic (24 + 2) / 40.
+    assert "## Actor vs critic density" in rl
+    assert f"| 3 | {report.fmt_density(40 / 48)} | {report.fmt_density(26 / 40)} | 3 |" in rl
+    # Level 1 -> 2 within a seed: kept 78 then 68, nested, so Jaccard = 68 / 78.
+    assert f"| 1 → 2 | 4 | {68 / 78:.3f} |" in rl
+    # Per-layer densities from layers.csv.
+    assert "| `pi.0.weight` | 75% | 75% | 75% |" in rl
+
+    sup = (report_dir / "lenet-digits" / "masks.md").read_text()
+    assert "| 1 | 41.7% | 3 | 0.333 |" in sup  # pairs (A, A), (A, B), (A, B) -> 1/3
+    assert "level 1: dead in every seed: input[5]" in sup
+    assert "| 1 → 2 | 3 | 1.000 |" in sup
+    assert "Actor vs critic" not in sup
+
+
+def test_not_enough_seeds(tmp_path: Path) -> None:
+    build_root(tmp_path)
+    out = tmp_path / "elsewhere"
+    assert report.main([str(tmp_path), "--out", str(out), "--min-seeds", "10", "--n-resamples", "500"]) == 0
+    for exp in ("ppo-cartpole", "lenet-digits"):
+        verdicts = pd.read_csv(out / exp / "verdicts.csv")
+        assert set(verdicts["verdict"]) == {stats.NOT_ENOUGH_SEEDS}
+        assert "not enough seeds" in (out / exp / "summary.md").read_text()
+    assert not (tmp_path / "report").exists()
+
+
+@pytest.mark.parametrize("make", [False, True])
+def test_missing_or_empty_root(tmp_path: Path, capsys: pytest.CaptureFixture[str], make: bool) -> None:
+    root = tmp_path / "nothing"
+    if make:
+        (root / "chains").mkdir(parents=True)
+    assert report.main([str(root)]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and str(root) in err[0]
+
+
+def test_same_name_different_configs(tmp_path: Path) -> None:
+    meta = {"name": "exp", "task": "rl", "metric": "eval_return_mean", "input_layers": []}
+    row = [{"level": 0, "variant": "ticket", "density": 1.0, "eval_return_mean": 1.0}]
+    for chain_hash in ("123456abcdef", "fedcba654321"):
+        write_chain(tmp_path, chain_hash, 0, meta, row, {})
+    write_chain(tmp_path, "999999000000", 0, {**meta, "name": "other"}, row, {})
+    labels = [e.label for e in report.discover(tmp_path)]
+    assert labels == ["exp-123456", "exp-fedcba", "other"]
+
+
+def test_alive_inputs_conv_channels() -> None:
+    conv = torch.ones(16, 3, 3, 3, dtype=torch.bool)
+    conv[:, 2] = False
+    alive = report.alive_inputs({"conv.weight": conv}, ["conv.weight", "absent.weight"])
+    assert alive is not None and alive.tolist() == [True, True, False]
+    assert report.alive_inputs({}, ["conv.weight"]) is None
+
+
+def test_overlap_across_a_missing_level(tmp_path: Path) -> None:
+    meta = {"name": "gap", "task": "rl", "metric": "eval_return_mean", "input_layers": ["w"]}
+    row = [{"level": 0, "variant": "ticket", "density": 1.0, "eval_return_mean": 1.0}]
+    full, half = torch.ones(2, 4, dtype=torch.bool), torch.zeros(2, 4, dtype=torch.bool)
+    half[:, :2] = True
+    write_chain(tmp_path, "cafe00000000", 0, meta, row, {1: {"w": full}, 3: {"w": half}})
+    analysis = report.analyse_masks(report.discover(tmp_path)[0])
+    levels = analysis.overlap_levels
+    assert levels[["from_level", "to_level"]].values.tolist() == [[1, 3]]
+    assert levels["jaccard_mean"].item() == pytest.approx(0.5)
+    assert analysis.inputs[analysis.inputs["level"] == 3]["alive_seeds"].tolist() == [1, 1, 0, 0]
