@@ -193,14 +193,22 @@ def validate(cfg: Config) -> None:
     for key in ("task", "algo.name", "prune.scope", "prune.schedule", "prune.criterion"):
         section, _, attr = key.partition(".")
         _check_choice(key, getattr(getattr(cfg, section), attr) if attr else getattr(cfg, section))
-    for key in ("prune.distribution", "rewind.optimizer", "rewind.replay_buffer", "retrain.mode", "logger.mode"):
+    for key in (
+        "prune.distribution",
+        "rewind.optimizer",
+        "rewind.replay_buffer",
+        "retrain.mode",
+        "logger.mode",
+    ):
         section, attr = key.split(".")
         _check_choice(key, getattr(getattr(cfg, section), attr))
     for control in cfg.controls:
         _check_choice("controls", control)
     p = cfg.prune
     if not 0.0 < p.rate < 1.0:
-        raise ConfigError(f"prune.rate={p.rate} must lie strictly between 0 and 1 (e.g. 0.2 removes 20% per level)")
+        raise ConfigError(
+            f"prune.rate={p.rate} must lie strictly between 0 and 1 (e.g. 0.2 removes 20% per level)"
+        )
     if p.levels < 0:
         raise ConfigError(f"prune.levels={p.levels} must be >= 0 (0 trains only the dense network)")
     for pattern, rate in p.overrides.items():
@@ -230,6 +238,8 @@ def validate(cfg: Config) -> None:
     if cfg.eval.episodes <= 0:
         raise ConfigError(f"eval.episodes={cfg.eval.episodes} must be > 0")
     if cfg.eval.every < 0:
-        raise ConfigError(f"eval.every={cfg.eval.every} must be >= 0 (0 evaluates only at the end of a level)")
+        raise ConfigError(
+            f"eval.every={cfg.eval.every} must be >= 0 (0 evaluates only at the end of a level)"
+        )
     if cfg.device not in ("auto", "cpu") and not cfg.device.startswith("cuda"):
         raise ConfigError(f"device={cfg.device!r} is not valid; choose auto, cpu, cuda or cuda:N")

@@ -49,7 +49,10 @@ class MinAtarCNN(BaseFeaturesExtractor):
 
 
 WRAPPERS: dict[str, Callable[[gym.Env], gym.Env]] = {"channels_first_float": ChannelsFirstFloat}
-FEATURE_EXTRACTORS: dict[str, type[BaseFeaturesExtractor]] = {"nature_cnn": NatureCNN, "minatar_cnn": MinAtarCNN}
+FEATURE_EXTRACTORS: dict[str, type[BaseFeaturesExtractor]] = {
+    "nature_cnn": NatureCNN,
+    "minatar_cnn": MinAtarCNN,
+}
 
 
 def register_optional_envs(env_id: str) -> None:
@@ -83,12 +86,19 @@ def make_single(cfg: EnvConfig) -> gym.Env:
     except gym.error.Error as error:
         raise ConfigError(f"env.id={cfg.id} cannot be made: {error}") from None
     except ModuleNotFoundError as error:
-        raise ConfigError(f"env.id={cfg.id} needs a missing package ({error}); e.g. pip install gymnasium[box2d]") from None
+        raise ConfigError(
+            f"env.id={cfg.id} needs a missing package ({error}); e.g. pip install gymnasium[box2d]"
+        ) from None
     return WRAPPERS[cfg.wrapper](env) if cfg.wrapper else env
 
 
-def make_env(cfg: EnvConfig, seed: int, n_envs: int | None = None, normalize_from: Path | None = None,
-             training: bool = True) -> VecEnv:  # fmt: skip
+def make_env(
+    cfg: EnvConfig,
+    seed: int,
+    n_envs: int | None = None,
+    normalize_from: Path | None = None,
+    training: bool = True,
+) -> VecEnv:
     """A seeded vector env, wrapped in VecNormalize when configured.
 
     :param cfg: the environment config.
@@ -99,8 +109,13 @@ def make_env(cfg: EnvConfig, seed: int, n_envs: int | None = None, normalize_fro
     """
     register_optional_envs(cfg.id)
     wrapper = WRAPPERS[cfg.wrapper] if cfg.wrapper else None
-    venv = make_vec_env(cfg.id, n_envs=n_envs or cfg.n_envs, seed=seed, wrapper_class=wrapper,
-                        env_kwargs=dict(cfg.make_kwargs))  # fmt: skip
+    venv = make_vec_env(
+        cfg.id,
+        n_envs=n_envs or cfg.n_envs,
+        seed=seed,
+        wrapper_class=wrapper,
+        env_kwargs=dict(cfg.make_kwargs),
+    )
     if not cfg.normalize:
         return venv
     if normalize_from is not None and normalize_from.exists():

@@ -17,10 +17,28 @@ from typing import Any
 from rl_tickets.config import Config
 
 # Identity keys per task; each is a dotted section of Config (a whole section or a single field).
-RL_DENSE_KEYS = ("task", "algo", "env.id", "env.n_envs", "env.normalize", "env.normalize_kwargs", "env.wrapper",
-                 "env.make_kwargs", "train.timesteps", "rewind")  # fmt: skip
-SUPERVISED_DENSE_KEYS = ("task", "model", "data.name", "train.iterations", "train.batch_size", "train.lr",
-                         "train.optimizer", "rewind")  # fmt: skip
+RL_DENSE_KEYS = (
+    "task",
+    "algo",
+    "env.id",
+    "env.n_envs",
+    "env.normalize",
+    "env.normalize_kwargs",
+    "env.wrapper",
+    "env.make_kwargs",
+    "train.timesteps",
+    "rewind",
+)
+SUPERVISED_DENSE_KEYS = (
+    "task",
+    "model",
+    "data.name",
+    "train.iterations",
+    "train.batch_size",
+    "train.lr",
+    "train.optimizer",
+    "rewind",
+)
 CHAIN_EXTRA_KEYS = ("prune", "retrain")
 NOT_IDENTITY = {"prune.levels"}
 
@@ -48,7 +66,9 @@ def flat_config(cfg: Config) -> dict[str, Any]:
 def _identity(cfg: Config, keys: tuple[str, ...], with_seed: bool) -> dict[str, Any]:
     """The values of the selected dotted keys that differ from the schema defaults (or are ALWAYS)."""
     flat, defaults = flat_config(cfg), flat_config(Config())
-    selected = [k for k in flat if any(k == s or k.startswith(s + ".") for s in keys) and k not in NOT_IDENTITY]
+    selected = [
+        k for k in flat if any(k == s or k.startswith(s + ".") for s in keys) and k not in NOT_IDENTITY
+    ]
     out = {k: flat[k] for k in selected if k in ALWAYS or flat[k] != defaults[k]}
     if with_seed:
         out["seed"] = cfg.seed

@@ -138,7 +138,9 @@ def set_masks(module: nn.Module, mask: Mapping[str, torch.Tensor]) -> None:
             buffer.fill_(1.0)
         else:
             if source.shape != buffer.shape:
-                raise ValueError(f"mask for {name} has shape {tuple(source.shape)}, expected {tuple(buffer.shape)}")
+                raise ValueError(
+                    f"mask for {name} has shape {tuple(source.shape)}, expected {tuple(buffer.shape)}"
+                )
             buffer.copy_(source.to(device=buffer.device, dtype=buffer.dtype))
         param.mul_(buffer)
 

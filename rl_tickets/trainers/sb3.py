@@ -30,17 +30,31 @@ from torch import nn
 
 from rl_tickets.config import AlgoConfig, ConfigError, EnvConfig, EvalConfig
 from rl_tickets.envs import FEATURE_EXTRACTORS, check_wrappers, make_env, make_single
-from rl_tickets.masks import is_target, online_name, prunable_names, set_masks
+from rl_tickets.masks import is_target, online_name, prunable_names, read_mask, set_masks
 from rl_tickets.policies import POLICIES, policy_optimizers
 from rl_tickets.trainers import CurveSink, LevelOutcome, LevelPlan, MaskSchedule
 
 ALGOS: dict[str, type[BaseAlgorithm]] = {"ppo": PPO, "a2c": A2C, "dqn": DQN, "sac": SAC, "td3": TD3}
-ACTION_SPACES: dict[str, type[gym.Space]] = {"dqn": gym.spaces.Discrete, "sac": gym.spaces.Box, "td3": gym.spaces.Box}
-ACTIVATIONS: dict[str, type[nn.Module]] = {"relu": nn.ReLU, "tanh": nn.Tanh, "elu": nn.ELU, "leaky_relu": nn.LeakyReLU}
+ACTION_SPACES: dict[str, type[gym.Space]] = {
+    "dqn": gym.spaces.Discrete,
+    "sac": gym.spaces.Box,
+    "td3": gym.spaces.Box,
+}
+ACTIVATIONS: dict[str, type[nn.Module]] = {
+    "relu": nn.ReLU,
+    "tanh": nn.Tanh,
+    "elu": nn.ELU,
+    "leaky_relu": nn.LeakyReLU,
+}
 NOISES = {"normal": NormalActionNoise, "ornstein_uhlenbeck": OrnsteinUhlenbeckActionNoise}
 # SB3's default hidden layers, made explicit when the small_dense control shrinks them.
-DEFAULT_NET_ARCH: dict[str, list[int]] = {"ppo": [64, 64], "a2c": [64, 64], "dqn": [64, 64], "sac": [256, 256],
-                                          "td3": [400, 300]}  # fmt: skip
+DEFAULT_NET_ARCH: dict[str, list[int]] = {
+    "ppo": [64, 64],
+    "a2c": [64, 64],
+    "dqn": [64, 64],
+    "sac": [256, 256],
+    "td3": [400, 300],
+}
 FROZEN_SCHEDULES = ("clip_range", "clip_range_vf", "exploration_schedule")
 ACTOR_PARTS = ("policy_net", "action_net", "actor.")
 CRITIC_PARTS = ("value_net", "critic.")
@@ -64,7 +78,9 @@ def to_schedule(value: Any) -> Any:
     """
     if isinstance(value, dict) and "schedule" in value:
         if value["schedule"] == "linear":
-            return LinearSchedule(float(value["start"]), float(value.get("end", 0.0)), float(value.get("fraction", 1.0)))
+            return LinearSchedule(
+                float(value["start"]), float(value.get("end", 0.0)), float(value.get("fraction", 1.0))
+            )
         if value["schedule"] == "constant":
             return ConstantSchedule(float(value["value"]))
         raise ConfigError(f"schedule {value['schedule']!r} is not valid; choose linear or constant")
@@ -147,7 +163,11 @@ class _MaskUpdates(BaseCallback):
         if step // self.every != self.last:
             self.last = step // self.every
             policy = self.model.policy
-            weights = {n: p.detach().cpu() for n, p in policy.named_parameters() if n in set(prunable_names(policy, True))}
+            weights = {
+                n: p.detach().cpu()
+                for n, p in policy.named_parameters()
+                if n in set(prunable_names(policy, True))
+            }
             mask = self.schedule(step, weights)
             if mask is not None:
                 set_masks(policy, mask)
@@ -162,7 +182,11 @@ class _SinkWriter(KVWriter):
 
     def write(self, key_values: dict[str, Any], key_excluded: dict[str, Any], step: int = 0) -> None:
         """Send the numeric values of one dump."""
-        row = {k: float(v) for k, v in key_values.items() if isinstance(v, int | float) and not isinstance(v, bool)}
+        row = {
+            k: float(v)
+            for k, v in key_values.items()
+            if isinstance(v, int | float) and not isinstance(v, bool)
+        }
         self.sink({"step": step, **row})
 
 
@@ -189,8 +213,15 @@ class SB3Trainer:
     columns = ("eval_return_mean", "eval_return_std", "timesteps")
     checkpoint_name = "model.zip"
 
-    def __init__(self, algo: AlgoConfig, env: EnvConfig, timesteps: int, evaluation: EvalConfig, device: str,
-                 eval_seed: int) -> None:  # fmt: skip
+    def __init__(
+        self,
+        algo: AlgoConfig,
+        env: EnvConfig,
+        timesteps: int,
+        evaluation: EvalConfig,
+        device: str,
+        eval_seed: int,
+    ) -> None:
         """Check the algorithm against the environment before anything is trained.
 
         :param algo: algorithm name, hyperparameters and policy kwargs.
@@ -219,11 +250,20 @@ class SB3Trainer:
 
     def _check_hyperparams(self) -> None:
         """Reject hyperparameter names the algorithm's constructor does not take."""
-        valid = set(inspect.signature(self.cls.__init__).parameters) - {"self", "policy", "env", "policy_kwargs",
-                                                                         "seed", "device", "_init_setup_model"}  # fmt: skip
+        valid = set(inspect.signature(self.cls.__init__).parameters) - {
+            "self",
+            "policy",
+            "env",
+            "policy_kwargs",
+            "seed",
+            "device",
+            "_init_setup_model",
+        }
         unknown = sorted(set(self.algo.hyperparams) - valid)
         if unknown:
-            raise ConfigError(f"algo.hyperparams has unknown keys {unknown} for {self.algo.name}; valid: {sorted(valid)}")
+            raise ConfigError(
+                f"algo.hyperparams has unknown keys {unknown} for {self.algo.name}; valid: {sorted(valid)}"
+            )
 
     def _pick_device(self, device: str) -> str:
         """SB3's advice: GPU for CNN policies and off-policy agents, CPU for small on-policy MLPs."""
@@ -258,10 +298,14 @@ class SB3Trainer:
         if "features_extractor_class" in kwargs:
             kwargs["features_extractor_class"] = FEATURE_EXTRACTORS[kwargs["features_extractor_class"]]
         if width_scale != 1.0:
-            kwargs["net_arch"] = _scaled(kwargs.get("net_arch", DEFAULT_NET_ARCH[self.algo.name]), width_scale)
+            kwargs["net_arch"] = _scaled(
+                kwargs.get("net_arch", DEFAULT_NET_ARCH[self.algo.name]), width_scale
+            )
         return kwargs
 
-    def build(self, env: VecEnv | gym.Env, seed: int, width_scale: float = 1.0, light: bool = False) -> BaseAlgorithm:
+    def build(
+        self, env: VecEnv | gym.Env, seed: int, width_scale: float = 1.0, light: bool = False
+    ) -> BaseAlgorithm:
         """A fresh agent with a mask-aware policy.
 
         :param env: the (vector) environment.
@@ -269,8 +313,15 @@ class SB3Trainer:
         :param width_scale: hidden-width factor (small_dense control).
         :param light: skip allocating a real replay buffer (to read weights only).
         """
-        return self.cls(POLICIES[self.algo.name], env, seed=seed, device=self.device, verbose=0,
-                        policy_kwargs=self._policy_kwargs(width_scale), **self._hyperparams(light))  # fmt: skip
+        return self.cls(
+            POLICIES[self.algo.name],
+            env,
+            seed=seed,
+            device=self.device,
+            verbose=0,
+            policy_kwargs=self._policy_kwargs(width_scale),
+            **self._hyperparams(light),
+        )
 
     def evaluate(self, model: BaseAlgorithm, eval_env: VecEnv) -> tuple[float, float]:
         """Deterministic return over ``eval.episodes`` episodes on the separately seeded eval env.
@@ -281,7 +332,9 @@ class SB3Trainer:
         if isinstance(eval_env, VecNormalize):
             sync_envs_normalization(model.get_env(), eval_env)
         eval_env.seed(self.eval_seed)
-        mean, std = evaluate_policy(model, eval_env, n_eval_episodes=self.evaluation.episodes, deterministic=True)
+        mean, std = evaluate_policy(
+            model, eval_env, n_eval_episodes=self.evaluation.episodes, deterministic=True
+        )
         return float(mean), float(std)
 
     def snapshot_path(self, out: Path, step: int) -> Path:
@@ -310,7 +363,9 @@ class SB3Trainer:
             else:
                 # learning_starts compares with the absolute step counter: wait again from here
                 # instead of learning from an empty buffer.
-                base = self.algo.hyperparams.get("learning_starts", inspect.signature(self.cls).parameters["learning_starts"].default)
+                base = self.algo.hyperparams.get(
+                    "learning_starts", inspect.signature(self.cls).parameters["learning_starts"].default
+                )
                 model.learning_starts = model.num_timesteps + int(base)
         if plan.params:
             self._override(model, plan.params)
@@ -345,7 +400,9 @@ class SB3Trainer:
         """
         start_vecnorm = sidecar(plan.start, "vecnormalize") if plan.start else None
         env = make_env(self.env_cfg, seed=plan.seed, normalize_from=start_vecnorm)
-        eval_env = make_env(self.env_cfg, seed=self.eval_seed, n_envs=1, normalize_from=start_vecnorm, training=False)
+        eval_env = make_env(
+            self.env_cfg, seed=self.eval_seed, n_envs=1, normalize_from=start_vecnorm, training=False
+        )
         try:
             if plan.start is None:
                 model = self.build(env, plan.seed, plan.width_scale)
@@ -365,8 +422,11 @@ class SB3Trainer:
             callbacks: list[BaseCallback] = [evaluator]
             snapshot = None
             if plan.snapshot_step:
-                snapshot = _Snapshot(plan.snapshot_step, self.snapshot_path(out, plan.snapshot_step),
-                                     with_replay=plan.restore_replay_buffer)  # fmt: skip
+                snapshot = _Snapshot(
+                    plan.snapshot_step,
+                    self.snapshot_path(out, plan.snapshot_step),
+                    with_replay=plan.restore_replay_buffer,
+                )
                 callbacks.append(snapshot)
             if plan.mask_schedule is not None:
                 callbacks.append(_MaskUpdates(plan.mask_schedule, plan.mask_schedule_every))
@@ -374,17 +434,24 @@ class SB3Trainer:
             model.learn(plan.steps, callback=CallbackList(callbacks), reset_num_timesteps=False)
             final = evaluator.record()
             save_state(model, out / self.checkpoint_name, with_replay=False)
-            extra: dict[str, Any] = {"start_step": first, "end_step": model.num_timesteps,
-                                     "n_updates": int(getattr(model, "_n_updates", 0)), "seed": plan.seed}  # fmt: skip
+            extra: dict[str, Any] = {
+                "start_step": first,
+                "end_step": model.num_timesteps,
+                "n_updates": int(getattr(model, "_n_updates", 0)),
+                "seed": plan.seed,
+            }
             if isinstance(model, OffPolicyAlgorithm):
                 extra["learning_starts"] = int(model.learning_starts)
             if snapshot is not None:
                 if snapshot.taken_at is None:
                     raise RuntimeError(f"no rollout started at or after rewind.step={plan.snapshot_step}")
                 extra["snapshot_step"] = snapshot.taken_at
-            metrics = {"eval_return_mean": final["eval/return_mean"], "eval_return_std": final["eval/return_std"],
-                       "timesteps": model.num_timesteps - first}  # fmt: skip
-            mask = {n: b.bool().cpu() for n, b in _mask_of(model).items()} if plan.mask_schedule else None
+            metrics = {
+                "eval_return_mean": final["eval/return_mean"],
+                "eval_return_std": final["eval/return_std"],
+                "timesteps": model.num_timesteps - first,
+            }
+            mask = read_mask(model.policy) if plan.mask_schedule else None
             return LevelOutcome(metrics=metrics, curve=evaluator.curve, mask=mask, extra=extra)
         finally:
             env.close()
@@ -392,7 +459,7 @@ class SB3Trainer:
 
     def _template(self, seed: int, width_scale: float = 1.0) -> BaseAlgorithm:
         """A light agent on a single env, only to read freshly initialised weights."""
-        env = make_env(self.env_cfg, seed=seed, n_envs=1)
+        env = make_env(self.env_cfg, seed=seed)
         try:
             return self.build(env, seed, width_scale, light=True)
         finally:
@@ -432,7 +499,11 @@ class SB3Trainer:
         obs_dim = int(np.prod(self.observation_space.shape))
         extractor_params = any("features_extractor" in n for n, _ in policy.named_parameters())
         weights = dict(policy.named_parameters())
-        inputs = [n for n in names if n.endswith(".0.weight") and weights[n].dim() == 2 and weights[n].shape[1] == obs_dim]
+        inputs = [
+            n
+            for n in names
+            if n.endswith(".0.weight") and weights[n].dim() == 2 and weights[n].shape[1] == obs_dim
+        ]
         two_roles = self.algo.name != "dqn"
         return {
             "input_layers": [] if extractor_params else inputs,
@@ -447,6 +518,7 @@ class SB3Trainer:
 
         :param n_weights: target count (the ticket's live weights).
         """
+
         def count(scale: float) -> int:
             policy = self._template(0, scale).policy
             named = dict(policy.named_parameters())
@@ -458,10 +530,3 @@ class SB3Trainer:
             low, high = (mid, high) if count(mid) < n_weights else (low, mid)
         best = min((low, high), key=lambda s: abs(count(s) - n_weights) if s > 0 else math.inf)
         return best
-
-
-def _mask_of(model: BaseAlgorithm) -> dict[str, torch.Tensor]:
-    """Online weight masks of an agent's policy."""
-    from rl_tickets.masks import read_mask
-
-    return read_mask(model.policy)

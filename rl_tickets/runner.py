@@ -1,0 +1,473 @@
+"""The IMP loop: a dense level 0, then prune -> restart -> retrain, level after level, with controls.
+
+Results layout (see README)::
+
+    ROOT/dense/<dense_hash>/seed_<s>/            level 0, shared by chains that differ only in
+        identity.json                            pruning or retraining settings
+        level_00/ticket/{init.zip,[rewind.zip],model.zip,mask.pt,metrics.json,eval_curve.csv,COMPLETE}
+    ROOT/chains/<chain_hash>/seed_<s>/
+        identity.json  meta.json  levels.csv  layers.csv
+        level_NN/<variant>/{model.zip,mask.pt,metrics.json,eval_curve.csv,progress.csv,COMPLETE}
+
+Every level is written into ``<dir>.partial`` and renamed when complete (COMPLETE written last), so a
+killed run loses at most the level in progress and a rerun only finishes missing work. Every level
+loads its start from disk, so a resumed chain equals an uninterrupted one.
+"""
+
+from __future__ import annotations
+
+import csv
+import fcntl
+import json
+import shutil
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from rl_tickets.config import CHOICES, Config, ConfigError, display_name
+from rl_tickets.identity import chain_identity, dense_identity, digest
+from rl_tickets.masks import Mask, dense_mask, density, layer_densities, load_mask, save_mask
+from rl_tickets.pruning import PruneSpec, next_mask, prunable
+from rl_tickets.retrain import ARCHITECTURE_CONTROLS, ControlInputs, build_control
+from rl_tickets.trainers import LevelOutcome, LevelPlan, Trainer
+from rl_tickets.trainers.sb3 import seed_for
+
+COMPLETE = "COMPLETE"
+TICKET = "ticket"
+VARIANT_ORDER = (TICKET, *CHOICES["controls"], "gradual")
+
+
+class Mirror:
+    """What the runner reports to while it works (W&B, progress); all methods optional no-ops."""
+
+    def level(self, variant: str, row: dict[str, Any]) -> None:
+        """A finished level's row."""
+
+    def curve(self, variant: str, offset: int, start_step: int, row: dict[str, Any]) -> None:
+        """A training or evaluation curve point."""
+
+
+@dataclass(frozen=True)
+class ChainPaths:
+    """Where a chain and its dense level 0 live under the results root."""
+
+    dense: Path
+    chain: Path
+
+    @classmethod
+    def of(cls, cfg: Config) -> ChainPaths:
+        """Paths derived from the identity-relevant config only.
+
+        :param cfg: the job config.
+        """
+        root, seed = Path(cfg.root), f"seed_{cfg.seed}"
+        return cls(
+            dense=root / "dense" / digest(dense_identity(cfg)) / seed,
+            chain=root / "chains" / digest(chain_identity(cfg)) / seed,
+        )
+
+    def level(self, level: int, variant: str) -> Path:
+        """A level's directory (level 0 lives in the dense directory).
+
+        :param level: level number.
+        :param variant: ticket or a control name.
+        """
+        base = self.dense if level == 0 else self.chain
+        return base / f"level_{level:02d}" / variant
+
+
+def is_complete(path: Path) -> bool:
+    """Whether a level directory holds a finished level.
+
+    :param path: a level directory.
+    """
+    return (path / COMPLETE).exists()
+
+
+def claim(directory: Path, identity: dict[str, Any]) -> None:
+    """Record ``identity`` in ``directory``, or refuse if a different one is recorded there.
+
+    :param directory: a dense or chain directory.
+    :param identity: its identity dict.
+    """
+    record = directory / "identity.json"
+    canonical = json.loads(json.dumps(identity, default=str))
+    if record.exists():
+        existing = json.loads(record.read_text())
+        if existing != canonical:
+            raise ConfigError(
+                f"{directory} holds results of a different config ({record}); refusing to overwrite it"
+            )
+        return
+    directory.mkdir(parents=True, exist_ok=True)
+    _write_atomic(record, json.dumps(canonical, indent=2, sort_keys=True))
+
+
+def _write_atomic(path: Path, text: str) -> None:
+    """Write a text file via a temporary name so readers never see half of it."""
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_text(text)
+    tmp.replace(path)
+
+
+@contextmanager
+def locked(directory: Path) -> Iterator[None]:
+    """Hold an exclusive lock on ``directory`` (two jobs never train the same chain at once).
+
+    :param directory: the directory to lock (created if missing).
+    """
+    directory.mkdir(parents=True, exist_ok=True)
+    with open(directory / ".lock", "w") as handle:
+        fcntl.flock(handle, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(handle, fcntl.LOCK_UN)
+
+
+def _write_csv(path: Path, rows: list[dict[str, Any]], columns: list[str]) -> None:
+    """Write rows as CSV atomically."""
+    tmp = path.with_name(path.name + ".tmp")
+    with open(tmp, "w", newline="") as handle:
+        writer = csv.DictWriter(handle, fieldnames=columns, extrasaction="ignore")
+        writer.writeheader()
+        writer.writerows(rows)
+    tmp.replace(path)
+
+
+class Runner:
+    """Runs one chain (one seed) of one config with one trainer."""
+
+    def __init__(
+        self,
+        cfg: Config,
+        trainer: Trainer,
+        mirror: Mirror | None = None,
+        on_level: Callable[[int, str, dict[str, Any]], None] | None = None,
+    ) -> None:
+        """Prepare a chain; nothing is written until :meth:`run`.
+
+        :param cfg: the validated job config.
+        :param trainer: the RL or supervised trainer.
+        :param mirror: W&B mirror (or any :class:`Mirror`).
+        :param on_level: called after each level finishes or is found complete (progress display).
+        """
+        self.cfg, self.trainer, self.mirror = cfg, trainer, mirror or Mirror()
+        self.on_level = on_level or (lambda level, variant, row: None)
+        self.paths = ChainPaths.of(cfg)
+        self.spec = PruneSpec(
+            rate=cfg.prune.rate,
+            scope=cfg.prune.scope,
+            overrides=dict(cfg.prune.overrides),
+            exclude=tuple(cfg.prune.exclude),
+            criterion=cfg.prune.criterion,
+            distribution=cfg.prune.distribution,
+        )
+        self._names: list[str] | None = None
+
+    # ---- the loop -------------------------------------------------------------------------
+    def run(self) -> Path:
+        """Train every missing level and variant, then rewrite levels.csv and layers.csv.
+
+        :return: the chain directory.
+        """
+        cfg = self.cfg
+        claim(self.paths.dense, dense_identity(cfg))
+        claim(self.paths.chain, chain_identity(cfg))
+        self._write_meta()
+        with locked(self.paths.dense):
+            self._level(0, TICKET, self._dense_plan)
+        # Gradual pruning is one run (level 1); prune.levels=0 trains only the dense network.
+        levels = min(cfg.prune.levels, 1) if cfg.prune.schedule == "gradual" else cfg.prune.levels
+        with locked(self.paths.chain):
+            for level in range(1, levels + 1):
+                if cfg.prune.schedule == "gradual":
+                    self._level(level, "gradual", self._gradual_plan)
+                    continue
+                self._level(level, TICKET, self._ticket_plan)
+                for control in cfg.controls:
+                    self._level(level, control, lambda lv, c=control: self._control_plan(lv, c))
+            self.write_tables()
+        return self.paths.chain
+
+    def _level(self, level: int, variant: str, make_plan: Callable[[int], LevelPlan]) -> None:
+        """Train one level of one variant unless it is complete; write it atomically."""
+        final = self.paths.level(level, variant)
+        if is_complete(final):
+            self.on_level(level, variant, self._row(level, variant))
+            return
+        partial = final.with_name(final.name + ".partial")
+        shutil.rmtree(partial, ignore_errors=True)
+        partial.mkdir(parents=True)
+        plan = make_plan(level)
+        offset = self._offset(level, variant)
+        start_step = plan.start_step if plan.start_step is not None else self._checkpoint_step(plan)
+
+        def sink(row: dict[str, Any]) -> None:
+            self.mirror.curve(variant, offset, start_step, row)
+
+        outcome = self.trainer.train(plan, partial, sink)
+        mask = outcome.mask if outcome.mask is not None else (plan.mask or self._dense_mask())
+        self._finish(partial, final, level, variant, plan, outcome, mask)
+        row = self._row(level, variant)
+        self.mirror.level(variant, row)
+        self.on_level(level, variant, row)
+
+    def _finish(
+        self,
+        partial: Path,
+        final: Path,
+        level: int,
+        variant: str,
+        plan: LevelPlan,
+        outcome: LevelOutcome,
+        mask: Mask,
+    ) -> None:
+        """Write mask, metrics and curve, then COMPLETE, then move the level into place."""
+        save_mask(mask, partial / "mask.pt")
+        record = {
+            "level": level,
+            "variant": variant,
+            "density": density(self._counted(mask)),
+            **outcome.metrics,
+            "extra": outcome.extra,
+            "plan": _describe(plan),
+        }
+        (partial / "metrics.json").write_text(json.dumps(record, indent=2, default=str))
+        if outcome.curve:
+            columns = sorted({k for row in outcome.curve for k in row}, key=lambda k: (k != "step", k))
+            _write_csv(partial / "eval_curve.csv", outcome.curve, columns)
+        (partial / COMPLETE).write_text("")
+        shutil.rmtree(final, ignore_errors=True)
+        partial.replace(final)
+
+    # ---- plans ----------------------------------------------------------------------------
+    def _dense_plan(self, level: int) -> LevelPlan:
+        """Level 0: a fresh network from the chain seed, snapshots at 0 and at rewind.step."""
+        return LevelPlan(
+            start=None,
+            steps=self.trainer.budget,
+            mask=None,
+            seed=self.cfg.seed,
+            snapshot_step=self.cfg.rewind.step,
+            restore_replay_buffer=self.cfg.rewind.replay_buffer == "restore",
+        )
+
+    def _rewind_point(self) -> tuple[Path, int]:
+        """The saved state at rewind.step and the step it was actually taken at."""
+        k = self.cfg.rewind.step
+        taken = self._metrics(0, TICKET)["extra"].get("snapshot_step", k) if k else 0
+        return self.trainer.snapshot_path(self._dense_dir, k), int(taken)
+
+    def _ticket_start(self, level: int) -> tuple[Path, int | None, float | None]:
+        """(checkpoint, start_step, constant_lr) of the ticket per retrain.mode."""
+        snapshot, k = self._rewind_point()
+        previous = self.paths.level(level - 1, TICKET) / self.trainer.checkpoint_name
+        mode = self.cfg.retrain.mode
+        if mode == "rewind":
+            return snapshot, None, None
+        if mode == "lr_rewind":
+            return previous, k, None
+        return previous, None, self.cfg.retrain.finetune_lr
+
+    def _ticket_mask(self, level: int) -> Mask:
+        """Prune the previous ticket (iterative) or the dense net ``level`` times at once (oneshot)."""
+        oneshot = self.cfg.prune.schedule == "oneshot"
+        source = 0 if oneshot else level - 1
+        source_dir = self.paths.level(source, TICKET)
+        final = self.trainer.load_params(source_dir / self.trainer.checkpoint_name)
+        initial = self.trainer.load_params(self.trainer.snapshot_path(self._dense_dir, 0))
+        current = load_mask(source_dir / "mask.pt") if source else self._dense_mask()
+        generator = torch.Generator().manual_seed(seed_for(self.cfg.seed, level, "prune"))
+        return next_mask(
+            self.spec, final, initial, current, times=level if oneshot else 1, generator=generator
+        )
+
+    def _ticket_base(self, level: int) -> LevelPlan:
+        """The ticket's start at this level per retrain.mode, without its mask."""
+        start, start_step, lr = self._ticket_start(level)
+        _, k = self._rewind_point()
+        return LevelPlan(
+            start=start,
+            start_step=start_step,
+            steps=self.trainer.budget - k,
+            mask=None,
+            seed=seed_for(self.cfg.seed, level),
+            constant_lr=lr,
+            restore_optimizer=self.cfg.rewind.optimizer == "restore",
+            restore_replay_buffer=self.cfg.rewind.replay_buffer == "restore",
+        )
+
+    def _ticket_plan(self, level: int) -> LevelPlan:
+        """The ticket: a new mask, then restart per retrain.mode and train to the end of the budget."""
+        plan = self._ticket_base(level)
+        plan.mask = self._ticket_mask(level)
+        return plan
+
+    def _control_plan(self, level: int, control: str) -> LevelPlan:
+        """A control against the ticket's own mask at this level (read back from disk)."""
+        ticket_mask = load_mask(self.paths.level(level, TICKET) / "mask.pt")
+        control_seed = seed_for(self.cfg.seed, level, control)
+        if control in ARCHITECTURE_CONTROLS:
+            kept = sum(int(m.sum()) for m in self._counted(ticket_mask).values())
+            return LevelPlan(
+                start=None,
+                steps=self.trainer.budget,
+                mask=None,
+                seed=control_seed,
+                width_scale=self.trainer.width_for(kept),
+            )
+        plan = self._ticket_base(level)
+        assert plan.start is not None
+        inputs = ControlInputs(
+            mask=ticket_mask,
+            start=self.trainer.load_params(plan.start),
+            fresh=self.trainer.fresh_params(control_seed),
+            generator=torch.Generator().manual_seed(control_seed),
+        )
+        built = build_control(control, inputs)
+        plan.mask, plan.params = built.mask, built.params
+        return plan
+
+    def _gradual_plan(self, level: int) -> LevelPlan:
+        """Gradual magnitude pruning: one run from the initialisation with a growing mask."""
+        from rl_tickets.gradual import GradualSchedule
+
+        p = self.cfg.prune
+        schedule = GradualSchedule(
+            spec=self.spec,
+            names=self._prunable_names(),
+            final_density=p.final_density,
+            begin=round(p.start_fraction * self.trainer.budget),
+            end=round(p.end_fraction * self.trainer.budget),
+            every=p.update_every,
+        )
+        return LevelPlan(
+            start=self.trainer.snapshot_path(self._dense_dir, 0),
+            steps=self.trainer.budget,
+            mask=self._dense_mask(),
+            seed=seed_for(self.cfg.seed, level),
+            start_step=0,
+            mask_schedule=schedule,
+            mask_schedule_every=p.update_every,
+        )
+
+    # ---- helpers --------------------------------------------------------------------------
+    @property
+    def _dense_dir(self) -> Path:
+        """The finished dense level, which also holds its snapshots (init, rewind)."""
+        return self.paths.level(0, TICKET)
+
+    def _prunable_names(self) -> list[str]:
+        """Names the masks cover (weights; biases too with prune.biases)."""
+        if self._names is None:
+            params = self.trainer.fresh_params(self.cfg.seed)
+            self._names = self.trainer.prunable(params, self.cfg.prune.biases)
+        return self._names
+
+    def _dense_mask(self) -> Mask:
+        """All-kept mask over the prunable names."""
+        params = self.trainer.fresh_params(self.cfg.seed)
+        return dense_mask({n: params[n] for n in self._prunable_names()})
+
+    def _counted(self, mask: Mask) -> Mask:
+        """The part of a mask that counts towards density (excluded layers are not prunable)."""
+        return {n: mask[n] for n in prunable(list(mask), self.spec.exclude)}
+
+    def _metrics(self, level: int, variant: str) -> dict[str, Any]:
+        """A finished level's metrics.json."""
+        return json.loads((self.paths.level(level, variant) / "metrics.json").read_text())
+
+    def _row(self, level: int, variant: str) -> dict[str, Any]:
+        """The levels.csv row of a finished level."""
+        record = self._metrics(level, variant)
+        return {k: record[k] for k in ("level", "variant", "density", *self.trainer.columns) if k in record}
+
+    def _checkpoint_step(self, plan: LevelPlan) -> int:
+        """The step counter a plan starts at when it keeps its checkpoint's counter."""
+        if plan.start is None:
+            return 0
+        if plan.start == self.trainer.snapshot_path(self._dense_dir, self.cfg.rewind.step):
+            return self._rewind_point()[1]
+        level_dir = plan.start.parent
+        return int(json.loads((level_dir / "metrics.json").read_text())["extra"].get("end_step", 0))
+
+    def _offset(self, level: int, variant: str) -> int:
+        """Steps this variant trained in earlier levels (the cumulative x-axis of its curves)."""
+        total = 0
+        for earlier in range(level):
+            path = self.paths.level(earlier, TICKET if earlier == 0 else variant)
+            if is_complete(path):
+                record = self._metrics(earlier, TICKET if earlier == 0 else variant)
+                total += int(record.get(self.trainer.unit, record.get("timesteps", 0)))
+        return total
+
+    def _write_meta(self) -> None:
+        """meta.json: what the report needs to group and label this chain."""
+        cfg = self.cfg
+        meta = {
+            "name": display_name(cfg),
+            "task": cfg.task,
+            "seed": cfg.seed,
+            "metric": self.trainer.metric,
+            "unit": self.trainer.unit,
+            "algo": cfg.algo.name if cfg.task == "rl" else None,
+            "env": cfg.env.name if cfg.task == "rl" else cfg.data.name,
+            "model": cfg.model.name if cfg.task == "supervised" else None,
+            "dense_dir": str(self.paths.dense),
+            "config": asdict(cfg),
+            **self.trainer.describe(),
+        }
+        _write_atomic(self.paths.chain / "meta.json", json.dumps(meta, indent=2, default=str))
+
+    def write_tables(self) -> None:
+        """Rebuild levels.csv and layers.csv from the finished levels on disk."""
+        rows, layer_rows = [], []
+        found = [(0, TICKET)] + [
+            (int(d.parent.name.split("_")[1]), d.name)
+            for d in sorted(self.paths.chain.glob("level_*/*"))
+            if d.is_dir() and is_complete(d)
+        ]
+        found.sort(
+            key=lambda lv: (lv[0], VARIANT_ORDER.index(lv[1]) if lv[1] in VARIANT_ORDER else 99, lv[1])
+        )
+        for level, variant in found:
+            directory = self.paths.level(level, variant)
+            if not is_complete(directory):
+                continue
+            rows.append(self._row(level, variant))
+            for layer, numel, layer_density in layer_densities(load_mask(directory / "mask.pt")):
+                layer_rows.append(
+                    {
+                        "level": level,
+                        "variant": variant,
+                        "layer": layer,
+                        "numel": numel,
+                        "density": layer_density,
+                    }
+                )
+        _write_csv(
+            self.paths.chain / "levels.csv", rows, ["level", "variant", "density", *self.trainer.columns]
+        )
+        _write_csv(
+            self.paths.chain / "layers.csv", layer_rows, ["level", "variant", "layer", "numel", "density"]
+        )
+
+
+def _describe(plan: LevelPlan) -> dict[str, Any]:
+    """A plan as JSON-friendly facts (what a level started from), recorded in metrics.json."""
+    return {
+        "start": str(plan.start) if plan.start else None,
+        "start_step": plan.start_step,
+        "steps": plan.steps,
+        "seed": plan.seed,
+        "constant_lr": plan.constant_lr,
+        "restore_optimizer": plan.restore_optimizer,
+        "restore_replay_buffer": plan.restore_replay_buffer,
+        "width_scale": plan.width_scale,
+        "params_overridden": plan.params is not None,
+    }
