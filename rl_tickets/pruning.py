@@ -80,7 +80,9 @@ def compounded(rate: float, times: int) -> float:
     :param rate: per-application fraction.
     :param times: number of applications (one-shot level n prunes the dense net with times=n).
     """
-    return 1.0 - (1.0 - rate) ** times
+    # times=1 returns rate itself: 1 - (1 - 0.1) is 0.09999999999999998 in floating point, which
+    # would round 0.1 * 15 = 1.5 down to 1 instead of to 2 as round(rate * n) and torch's prune do.
+    return rate if times == 1 else 1.0 - (1.0 - rate) ** times
 
 
 def erk_densities(shapes: Mapping[str, Sequence[int]], density: float) -> dict[str, float]:
