@@ -8,6 +8,7 @@ errors (a rate outside (0, 1), DQN on a continuous action space, ...) are :class
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 CHOICES: dict[str, tuple[str, ...]] = {
@@ -150,6 +151,9 @@ class Config:
     eval: EvalConfig = field(default_factory=EvalConfig)
     logger: LoggerConfig = field(default_factory=LoggerConfig)
     controls: list[str] = field(default_factory=list)
+    # A chain directory (.../chains/<hash>/seed_<s>) whose ticket masks are applied here, level by level,
+    # as the variant "transfer" (mask transfer across seeds, algorithms or environments with equal shapes).
+    transfer_from: str | None = None
     seed: int = 0
     root: str = "results"
     device: str = "auto"
@@ -240,6 +244,14 @@ def validate(cfg: Config) -> None:
     if cfg.eval.every < 0:
         raise ConfigError(
             f"eval.every={cfg.eval.every} must be >= 0 (0 evaluates only at the end of a level)"
+        )
+    if (
+        cfg.transfer_from is not None
+        and not (Path(cfg.transfer_from) / "level_01" / "ticket" / "mask.pt").exists()
+    ):
+        raise ConfigError(
+            f"transfer_from={cfg.transfer_from} holds no ticket masks (expected level_01/ticket/mask.pt under "
+            "a chain directory such as ROOT/chains/<hash>/seed_0)"
         )
     if cfg.device not in ("auto", "cpu") and not cfg.device.startswith("cuda"):
         raise ConfigError(f"device={cfg.device!r} is not valid; choose auto, cpu, cuda or cuda:N")

@@ -48,6 +48,17 @@ def _check_shape(input_shape: Sequence[int], num_classes: int) -> tuple[int, int
     return shape  # type: ignore[return-value]
 
 
+def scale_widths(widths: Sequence[int], width_scale: float) -> tuple[int, ...]:
+    """Hidden widths multiplied by ``width_scale`` (at least one unit each): the small_dense control.
+
+    :param widths: the paper's widths.
+    :param width_scale: factor in (0, 1] (1 keeps the paper's architecture).
+    """
+    if width_scale <= 0:
+        raise ValueError(f"width_scale must be > 0, got {width_scale}")
+    return tuple(max(1, round(w * width_scale)) for w in widths)
+
+
 def _classifier(in_features: int, hidden: Sequence[int], num_classes: int) -> nn.Sequential:
     layers: list[nn.Module] = []
     for width in hidden:
@@ -57,23 +68,28 @@ def _classifier(in_features: int, hidden: Sequence[int], num_classes: int) -> nn
     return nn.Sequential(*layers)
 
 
-def lenet_300_100(input_shape: tuple[int, int, int], num_classes: int) -> nn.Module:
+def lenet_300_100(input_shape: tuple[int, int, int], num_classes: int, width_scale: float = 1.0) -> nn.Module:
     """LeNet-300-100: flatten -> 300 -> 100 -> ``num_classes``, ReLU between layers.
 
     :param input_shape: (channels, height, width) of one input image.
     :param num_classes: number of output logits.
+    :param width_scale: multiplies the hidden widths (small_dense control).
     :return: the model, with PyTorch's default initialisation (use ``build_model`` for Glorot).
     """
     channels, height, width = _check_shape(input_shape, num_classes)
     return nn.Sequential(
         OrderedDict(
             flatten=nn.Flatten(),
-            classifier=_classifier(channels * height * width, LENET_HIDDEN, num_classes),
+            classifier=_classifier(
+                channels * height * width, scale_widths(LENET_HIDDEN, width_scale), num_classes
+            ),
         )
     )
 
 
-def conv_net(widths: Sequence[int], input_shape: tuple[int, int, int], num_classes: int) -> nn.Module:
+def conv_net(
+    widths: Sequence[int], input_shape: tuple[int, int, int], num_classes: int, width_scale: float = 1.0
+) -> nn.Module:
     """Conv-2/4/6 family: per width two 3x3 same-padded convs + ReLU, then a 2x2 max-pool; FC 256-256-out.
 
     Conv-2 is ``widths=(64,)``, Conv-4 ``(64, 128)``, Conv-6 ``(64, 128, 256)``.
@@ -81,12 +97,13 @@ def conv_net(widths: Sequence[int], input_shape: tuple[int, int, int], num_class
     :param widths: channels of each conv pair.
     :param input_shape: (channels, height, width) of one input image; any size that survives the pools.
     :param num_classes: number of output logits.
+    :param width_scale: multiplies conv channels and hidden FC widths (small_dense control).
     :return: the model, with PyTorch's default initialisation (use ``build_model`` for Glorot).
     :raises ValueError: if a max-pool would shrink the image to zero size.
     """
     channels, height, width = _check_shape(input_shape, num_classes)
     layers: list[nn.Module] = []
-    for block, out_channels in enumerate(widths):
+    for block, out_channels in enumerate(scale_widths(widths, width_scale)):
         if height < 2 or width < 2:
             raise ValueError(
                 f"conv_net{tuple(widths)} needs {len(widths)} 2x2 max-pools, but a {tuple(input_shape)} "
@@ -106,12 +123,15 @@ def conv_net(widths: Sequence[int], input_shape: tuple[int, int, int], num_class
         OrderedDict(
             features=nn.Sequential(*layers),
             flatten=nn.Flatten(),
-            classifier=_classifier(channels * height * width, CONV_HEAD_HIDDEN, num_classes),
+            classifier=_classifier(
+                channels * height * width, scale_widths(CONV_HEAD_HIDDEN, width_scale), num_classes
+            ),
         )
     )
 
 
-MODELS: dict[str, Callable[[tuple[int, int, int], int], nn.Module]] = {
+# (input_shape, num_classes, width_scale=1.0) -> model
+MODELS: dict[str, Callable[..., nn.Module]] = {
     "lenet_300_100": lenet_300_100,
     "conv2": partial(conv_net, (64,)),
     "conv4": partial(conv_net, (64, 128)),
@@ -140,13 +160,16 @@ def glorot_init_(model: nn.Module, generator: torch.Generator) -> nn.Module:
     return model
 
 
-def build_model(name: str, input_shape: tuple[int, int, int], num_classes: int, seed: int) -> nn.Module:
+def build_model(
+    name: str, input_shape: tuple[int, int, int], num_classes: int, seed: int, width_scale: float = 1.0
+) -> nn.Module:
     """Build a registered model on the CPU with Gaussian Glorot weights and zero biases.
 
     :param name: a key of ``MODELS``: lenet_300_100, conv2, conv4 or conv6.
     :param input_shape: (channels, height, width) of one input image.
     :param num_classes: number of output logits.
     :param seed: seeds a local ``torch.Generator``; the global RNG is not touched.
+    :param width_scale: multiplies hidden widths (small_dense control); 1 is the paper's model.
     :return: the initialised model (move it with ``.to(device)``).
     :raises ValueError: on an unknown name or an input too small for the model.
     """
@@ -154,6 +177,6 @@ def build_model(name: str, input_shape: tuple[int, int, int], num_classes: int, 
         raise ValueError(f"unknown model {name!r}; choose one of: {', '.join(MODELS)}")
     # Build on the meta device: no memory, and the default init draws nothing from the global RNG.
     with torch.device("meta"):
-        model = MODELS[name](tuple(input_shape), num_classes)  # type: ignore[arg-type]
+        model = MODELS[name](tuple(input_shape), num_classes, width_scale=width_scale)
     model = model.to_empty(device="cpu")
     return glorot_init_(model, torch.Generator().manual_seed(seed))

@@ -38,7 +38,8 @@ from rl_tickets.trainers.sb3 import seed_for
 
 COMPLETE = "COMPLETE"
 TICKET = "ticket"
-VARIANT_ORDER = (TICKET, *CHOICES["controls"], "gradual")
+TRANSFER = "transfer"
+VARIANT_ORDER = (TICKET, *CHOICES["controls"], TRANSFER, "gradual")
 
 
 class Mirror:
@@ -176,6 +177,8 @@ class Runner:
         :return: the chain directory.
         """
         cfg = self.cfg
+        if cfg.transfer_from:
+            self._transfer_mask(1)  # refuse mismatched shapes before anything is written
         claim(self.paths.dense, dense_identity(cfg))
         claim(self.paths.chain, chain_identity(cfg))
         self._write_meta()
@@ -191,6 +194,8 @@ class Runner:
                 self._level(level, TICKET, self._ticket_plan)
                 for control in cfg.controls:
                     self._level(level, control, lambda lv, c=control: self._control_plan(lv, c))
+                if cfg.transfer_from and (self._transfer_mask_path(level)).exists():
+                    self._level(level, TRANSFER, self._transfer_plan)
             self.write_tables()
         return self.paths.chain
 
@@ -331,6 +336,27 @@ class Runner:
         )
         built = build_control(control, inputs)
         plan.mask, plan.params = built.mask, built.params
+        return plan
+
+    def _transfer_mask_path(self, level: int) -> Path:
+        """The source chain's ticket mask at ``level``."""
+        return Path(self.cfg.transfer_from or "") / f"level_{level:02d}" / TICKET / "mask.pt"
+
+    def _transfer_mask(self, level: int) -> Mask:
+        """Another chain's ticket mask at ``level``; its layers and shapes must equal this network's."""
+        mask = load_mask(self._transfer_mask_path(level))
+        own = self._dense_mask()
+        if set(mask) != set(own) or any(mask[n].shape != own[n].shape for n in own):
+            raise ConfigError(
+                f"transfer_from={self.cfg.transfer_from}: its masks cover other layers or shapes than this "
+                "network's; transfer needs the same architecture, prune.biases and observation/action sizes"
+            )
+        return mask
+
+    def _transfer_plan(self, level: int) -> LevelPlan:
+        """Another chain's ticket mask on this chain's start state."""
+        plan = self._ticket_base(level)
+        plan.mask = self._transfer_mask(level)
         return plan
 
     def _gradual_plan(self, level: int) -> LevelPlan:
