@@ -13,7 +13,7 @@ from typing import Any
 import torch
 
 from rl_tickets.config import Config, ConfigError, display_name, validate
-from rl_tickets.runner import ChainPaths, Runner
+from rl_tickets.runner import ChainPaths, Mirror, Runner
 from rl_tickets.trainers import Trainer
 from rl_tickets.trainers.sb3 import seed_for
 
@@ -45,28 +45,60 @@ def _supervised_trainer(cfg: Config) -> Trainer:
 TRAINERS: dict[str, Callable[[Config], Trainer]] = {"rl": _rl_trainer, "supervised": _supervised_trainer}
 
 
-class Progress:
-    """Log-friendly progress: one line per level with density, metric, elapsed time and ETA."""
+class Progress(Mirror):
+    """Progress: one log-friendly line per level (level i/N, density, metric, elapsed, ETA) and, on an
+    interactive terminal, a rich progress bar of the level in training (steps, last eval)."""
 
-    def __init__(self, cfg: Config, metric: str, quiet: bool) -> None:
-        self.cfg, self.metric, self.quiet = cfg, metric, quiet
+    def __init__(self, cfg: Config, metric: str, budget: int, live: bool) -> None:
+        self.cfg, self.metric, self.budget = cfg, metric, budget
         self.started = time.monotonic()
-        self.trained = 0
-        self.total = (1 if cfg.prune.schedule == "gradual" else cfg.prune.levels) * (
-            1 + len(cfg.controls)
-        ) + 1
+        self.done = 0
+        levels = min(cfg.prune.levels, 1) if cfg.prune.schedule == "gradual" else cfg.prune.levels
+        self.total = levels * (1 + len(cfg.controls) + bool(cfg.transfer_from)) + 1
+        self.bar = None
+        if live:
+            from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
+
+            self.bar = Progress(
+                TextColumn("{task.description}"),
+                BarColumn(),
+                MofNCompleteColumn(),
+                TimeRemainingColumn(),
+                TextColumn("{task.fields[last]}"),
+                transient=True,
+            )
+            self.bar.start()
+            self.task = self.bar.add_task("starting", total=budget, last="")
+
+    def curve(self, variant: str, offset: int, start_step: int, row: dict[str, Any]) -> None:
+        """Advance the live bar (steps of the current level, last evaluation)."""
+        if self.bar is None:
+            return
+        fields = {}
+        evaluated = [k for k in row if k.startswith(("eval/return_mean", "val/accuracy"))]
+        if evaluated:
+            fields["last"] = f"{evaluated[0]}={row[evaluated[0]]:.4g}"
+        self.bar.update(self.task, completed=int(row.get("step", start_step)), description=variant, **fields)
 
     def __call__(self, level: int, variant: str, row: dict[str, Any]) -> None:
         """Report a finished (or found complete) level."""
-        self.trained += 1
+        self.done += 1
         elapsed = time.monotonic() - self.started
-        eta = elapsed / self.trained * (self.total - self.trained)
+        eta = elapsed / self.done * (self.total - self.done)
         value = row.get(self.metric, float("nan"))
-        print(
+        line = (
             f"[{display_name(self.cfg)} seed={self.cfg.seed}] level {level}/{self.cfg.prune.levels} {variant:<13} "
-            f"density={row['density']:.4f} {self.metric}={value:.4g}  elapsed {elapsed:.0f}s eta {eta:.0f}s",
-            flush=True,
+            f"density={row['density']:.4f} {self.metric}={value:.4g}  elapsed {elapsed:.0f}s eta {eta:.0f}s"
         )
+        if self.bar is not None:
+            self.bar.console.print(line)
+        else:
+            print(line, flush=True)
+
+    def close(self) -> None:
+        """Stop the live bar."""
+        if self.bar is not None:
+            self.bar.stop()
 
 
 def print_table(levels_csv: Path, metric: str) -> None:
@@ -116,9 +148,12 @@ def run_job(cfg: Config, quiet: bool = False, multirun: bool = False) -> Path:
             config=asdict(cfg),
             directory=Path(cfg.root),
         )
+    progress = Progress(cfg, trainer.metric, trainer.budget, live=not quiet)
+    mirrors: list[Mirror] = [progress] + ([mirror] if mirror is not None else [])
     try:
-        chain = Runner(cfg, trainer, mirror, on_level=Progress(cfg, trainer.metric, quiet)).run()
+        chain = Runner(cfg, trainer, mirrors, on_level=progress).run()
     finally:
+        progress.close()
         if mirror is not None:
             mirror.close()
     if not quiet:

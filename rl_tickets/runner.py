@@ -20,7 +20,7 @@ import csv
 import fcntl
 import json
 import shutil
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -147,17 +147,17 @@ class Runner:
         self,
         cfg: Config,
         trainer: Trainer,
-        mirror: Mirror | None = None,
+        mirrors: Sequence[Mirror] = (),
         on_level: Callable[[int, str, dict[str, Any]], None] | None = None,
     ) -> None:
         """Prepare a chain; nothing is written until :meth:`run`.
 
         :param cfg: the validated job config.
         :param trainer: the RL or supervised trainer.
-        :param mirror: W&B mirror (or any :class:`Mirror`).
+        :param mirrors: W&B mirror, progress display (any :class:`Mirror`).
         :param on_level: called after each level finishes or is found complete (progress display).
         """
-        self.cfg, self.trainer, self.mirror = cfg, trainer, mirror or Mirror()
+        self.cfg, self.trainer, self.mirrors = cfg, trainer, tuple(mirrors)
         self.on_level = on_level or (lambda level, variant, row: None)
         self.paths = ChainPaths.of(cfg)
         self.spec = PruneSpec(
@@ -213,13 +213,15 @@ class Runner:
         start_step = plan.start_step if plan.start_step is not None else self._checkpoint_step(plan)
 
         def sink(row: dict[str, Any]) -> None:
-            self.mirror.curve(variant, offset, start_step, row)
+            for mirror in self.mirrors:
+                mirror.curve(variant, offset, start_step, row)
 
         outcome = self.trainer.train(plan, partial, sink)
         mask = outcome.mask if outcome.mask is not None else (plan.mask or self._dense_mask())
         self._finish(partial, final, level, variant, plan, outcome, mask)
         row = self._row(level, variant)
-        self.mirror.level(variant, row)
+        for mirror in self.mirrors:
+            mirror.level(variant, row)
         self.on_level(level, variant, row)
 
     def _finish(
