@@ -30,7 +30,7 @@ import torch
 
 from rl_tickets.config import CHOICES, Config, ConfigError, display_name
 from rl_tickets.identity import chain_identity, dense_identity, digest
-from rl_tickets.masks import Mask, dense_mask, density, layer_densities, load_mask, save_mask
+from rl_tickets.masks import Mask, dense_mask, layer_densities, load_mask, save_mask
 from rl_tickets.pruning import PruneSpec, next_mask, prunable
 from rl_tickets.retrain import ARCHITECTURE_CONTROLS, ControlInputs, build_control
 from rl_tickets.trainers import LevelOutcome, LevelPlan, Trainer
@@ -169,6 +169,7 @@ class Runner:
             distribution=cfg.prune.distribution,
         )
         self._names: list[str] | None = None
+        self._dense_masks: dict[float, Mask] = {}
 
     # ---- the loop -------------------------------------------------------------------------
     def run(self) -> Path:
@@ -217,7 +218,7 @@ class Runner:
                 mirror.curve(variant, offset, start_step, row)
 
         outcome = self.trainer.train(plan, partial, sink)
-        mask = outcome.mask if outcome.mask is not None else (plan.mask or self._dense_mask())
+        mask = outcome.mask if outcome.mask is not None else (plan.mask or self._dense_mask(plan.width_scale))
         self._finish(partial, final, level, variant, plan, outcome, mask)
         row = self._row(level, variant)
         for mirror in self.mirrors:
@@ -239,7 +240,7 @@ class Runner:
         record = {
             "level": level,
             "variant": variant,
-            "density": density(self._counted(mask)),
+            "density": self._density(mask),
             **outcome.metrics,
             "extra": outcome.extra,
             "plan": _describe(plan),
@@ -327,6 +328,7 @@ class Runner:
                 mask=None,
                 seed=control_seed,
                 width_scale=self.trainer.width_for(kept),
+                record={"control_seed": control_seed, "ticket_weights": kept},
             )
         plan = self._ticket_base(level)
         assert plan.start is not None
@@ -338,6 +340,7 @@ class Runner:
         )
         built = build_control(control, inputs)
         plan.mask, plan.params = built.mask, built.params
+        plan.record = {"control_seed": control_seed}
         return plan
 
     def _transfer_mask_path(self, level: int) -> Path:
@@ -397,10 +400,19 @@ class Runner:
             self._names = self.trainer.prunable(params, self.cfg.prune.biases)
         return self._names
 
-    def _dense_mask(self) -> Mask:
-        """All-kept mask over the prunable names."""
-        params = self.trainer.fresh_params(self.cfg.seed)
-        return dense_mask({n: params[n] for n in self._prunable_names()})
+    def _dense_mask(self, width_scale: float = 1.0) -> Mask:
+        """All-kept mask over the prunable names (of a width-scaled network for small_dense)."""
+        if width_scale not in self._dense_masks:
+            params = self.trainer.fresh_params(self.cfg.seed, width_scale)
+            self._dense_masks[width_scale] = dense_mask({n: params[n] for n in self._prunable_names()})
+        return {n: m.clone() for n, m in self._dense_masks[width_scale].items()}
+
+    def _density(self, mask: Mask) -> float:
+        """Kept counted weights over the *full* network's counted weights (so a shrunk small_dense
+        network sits at the density of the ticket it is matched to)."""
+        kept = sum(int(m.sum()) for m in self._counted(mask).values())
+        total = sum(m.numel() for m in self._counted(self._dense_mask()).values())
+        return kept / total
 
     def _counted(self, mask: Mask) -> Mask:
         """The part of a mask that counts towards density (excluded layers are not prunable)."""
@@ -498,4 +510,5 @@ def _describe(plan: LevelPlan) -> dict[str, Any]:
         "restore_replay_buffer": plan.restore_replay_buffer,
         "width_scale": plan.width_scale,
         "params_overridden": plan.params is not None,
+        **plan.record,
     }

@@ -40,6 +40,8 @@ class LevelPlan:
     :param width_scale: shrink hidden widths by this factor (small_dense control; fresh nets only).
     :param snapshot_step: while training, save the full training state at this step (dense run).
     :param mask_schedule: called periodically to update the mask during training (gradual pruning).
+    :param mask_schedule_every: period of ``mask_schedule`` in steps.
+    :param record: extra facts for the level's metrics.json (e.g. a control's construction seed).
     """
 
     start: Path | None
@@ -55,6 +57,7 @@ class LevelPlan:
     snapshot_step: int | None = None
     mask_schedule: MaskSchedule | None = None
     mask_schedule_every: int = 0
+    record: dict[str, Any] = field(default_factory=dict)
 
 
 @dataclass
