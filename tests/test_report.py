@@ -9,7 +9,7 @@ import pandas as pd
 import pytest
 import torch
 
-from rl_tickets import report, stats
+from rl_tickets import mask_analysis, report, stats
 
 OBS = ["cart_position", "cart_velocity", "pole_angle", "pole_angular_velocity"]
 RL_SEEDS = [0, 1, 2, 3]
@@ -255,9 +255,9 @@ def test_same_name_different_configs(tmp_path: Path) -> None:
 def test_alive_inputs_conv_channels() -> None:
     conv = torch.ones(16, 3, 3, 3, dtype=torch.bool)
     conv[:, 2] = False
-    alive = report.alive_inputs({"conv.weight": conv}, ["conv.weight", "absent.weight"])
+    alive = mask_analysis.alive_inputs({"conv.weight": conv}, ["conv.weight", "absent.weight"])
     assert alive is not None and alive.tolist() == [True, True, False]
-    assert report.alive_inputs({}, ["conv.weight"]) is None
+    assert mask_analysis.alive_inputs({}, ["conv.weight"]) is None
 
 
 def test_overlap_across_a_missing_level(tmp_path: Path) -> None:
@@ -266,7 +266,7 @@ def test_overlap_across_a_missing_level(tmp_path: Path) -> None:
     full, half = torch.ones(2, 4, dtype=torch.bool), torch.zeros(2, 4, dtype=torch.bool)
     half[:, :2] = True
     write_chain(tmp_path, "cafe00000000", 0, meta, row, {1: {"w": full}, 3: {"w": half}})
-    analysis = report.analyse_masks(report.discover(tmp_path)[0])
+    analysis = mask_analysis.analyse_masks(report.discover(tmp_path)[0])
     levels = analysis.overlap_levels
     assert levels[["from_level", "to_level"]].values.tolist() == [[1, 3]]
     assert levels["jaccard_mean"].item() == pytest.approx(0.5)

@@ -1,0 +1,40 @@
+"""Number, markdown and axis formatting shared by the report's tables and plots."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Sequence
+from typing import Any
+
+import numpy as np
+from matplotlib.ticker import FuncFormatter
+
+
+def fmt_num(x: float, signed: bool = False) -> str:
+    """Four significant digits (fits returns of 500 and accuracies of 0.9812); '–' for NaN."""
+    if x is None or not np.isfinite(x):
+        return "–"
+    return f"{x:+.4g}" if signed else f"{x:.4g}"
+
+
+def fmt_density(d: float) -> str:
+    """A density as a percentage with three significant digits, e.g. ``10.7%``."""
+    return "–" if d is None or not np.isfinite(d) else f"{100 * d:.3g}%"
+
+
+def md_table(headers: Sequence[str], rows: Iterable[Sequence[Any]]) -> str:
+    """A GitHub-flavoured markdown table (no ``tabulate`` dependency)."""
+    lines = ["| " + " | ".join(str(h) for h in headers) + " |", "|" + "---|" * len(headers)]
+    lines += ["| " + " | ".join(str(c) for c in row) + " |" for row in rows]
+    return "\n".join(lines) + "\n"
+
+
+def percent_formatter() -> FuncFormatter:
+    """A fresh percent formatter (matplotlib binds a formatter to one axis, so never share one)."""
+    return FuncFormatter(lambda x, _: f"{100 * x:.3g}%")
+
+
+def percent_log_y(ax: Any) -> None:
+    """Log-scale y axis labelled in percent (major and minor ticks: one decade often suffices)."""
+    ax.set_yscale("log")
+    ax.yaxis.set_major_formatter(percent_formatter())
+    ax.yaxis.set_minor_formatter(percent_formatter())
