@@ -332,15 +332,19 @@ class Runner:
             )
         plan = self._ticket_base(level)
         assert plan.start is not None
+        # random_reinit draws the very same random mask as random_mask; only its weights are fresh.
+        generator_seed = (
+            seed_for(self.cfg.seed, level, "random_mask") if control == "random_reinit" else control_seed
+        )
         inputs = ControlInputs(
             mask=ticket_mask,
             start=self.trainer.load_params(plan.start),
             fresh=self.trainer.fresh_params(control_seed),
-            generator=torch.Generator().manual_seed(control_seed),
+            generator=torch.Generator().manual_seed(generator_seed),
         )
         built = build_control(control, inputs)
         plan.mask, plan.params = built.mask, built.params
-        plan.record = {"control_seed": control_seed}
+        plan.record = {"control_seed": control_seed, "generator_seed": generator_seed}
         return plan
 
     def _transfer_mask_path(self, level: int) -> Path:

@@ -92,7 +92,9 @@ def seed_for(*parts: int | str) -> int:
 
     :param parts: ints or strings identifying the random stream.
     """
-    words = [p if isinstance(p, int) else int.from_bytes(p.encode(), "little") % (2**32) for p in parts]
+    # Every byte of a string counts (SeedSequence takes ints of any size): keeping only the low 32
+    # bits kept only the first 4 characters, so "random_mask" and "random_reinit" shared a seed.
+    words = [p if isinstance(p, int) else int.from_bytes(p.encode(), "little") for p in parts]
     return int(np.random.SeedSequence(words).generate_state(1)[0] % (2**31 - 1))
 
 
