@@ -75,7 +75,7 @@ class PruneConfig:
 
     levels: int = 3
     rate: float = 0.2
-    scope: str = "global"
+    scope: str = "layer"
     schedule: str = "iterative"
     criterion: str = "magnitude"
     distribution: str = "uniform"

@@ -310,7 +310,7 @@ IDENTITY: dict[str, Any] = {
 }
 CHAIN_ONLY: dict[str, Any] = {
     "prune.rate": ("prune", {"rate": 0.5}),
-    "prune.scope": ("prune", {"scope": "layer"}),
+    "prune.scope": ("prune", {"scope": "global"}),
     "prune.exclude": ("prune", {"exclude": ["value_net"]}),
     "retrain.mode": ("retrain", replace(Config().retrain, mode="finetune")),
 }
