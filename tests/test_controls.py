@@ -12,7 +12,6 @@ import copy
 import csv
 import json
 import math
-import os
 from collections.abc import Iterator
 from dataclasses import dataclass, field, replace
 from pathlib import Path
@@ -43,9 +42,6 @@ from rl_tickets.pruning import erk_densities
 from rl_tickets.runner import COMPLETE, ChainPaths, Runner
 from rl_tickets.trainers import CurveSink, LevelOutcome, LevelPlan
 from rl_tickets.trainers.sb3 import SB3Trainer, seed_for
-
-os.environ["WANDB_MODE"] = "disabled"
-torch.set_num_threads(1)
 
 BUDGET, K = 512, 128
 PPO_ROLLOUT = 64 * 2  # n_steps * n_envs

@@ -36,7 +36,6 @@ from rl_tickets.masks import (
 from rl_tickets.policies import POLICIES, policy_optimizers
 from rl_tickets.pruning import PruneSpec, next_mask
 
-os.environ["WANDB_MODE"] = "disabled"
 torch.set_num_threads(1)  # tiny networks on a shared 2-core machine: one thread is fastest
 
 ALGOS = ("ppo", "a2c", "dqn", "sac", "td3")
@@ -280,7 +279,6 @@ import gymnasium as gym
 import torch
 from stable_baselines3 import A2C, DQN, PPO, SAC, TD3
 
-torch.set_num_threads(1)
 report = {}
 for job in json.loads(sys.argv[1]):
     cls = {"ppo": PPO, "a2c": A2C, "dqn": DQN, "sac": SAC, "td3": TD3}[job["algo"]]

@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import copy
 import json
-import os
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -34,9 +33,6 @@ from rl_tickets.config import (
 from rl_tickets.masks import load_mask, online_name
 from rl_tickets.runner import ChainPaths, Runner
 from rl_tickets.trainers.sb3 import SB3Trainer, seed_for
-
-os.environ["WANDB_MODE"] = "disabled"
-torch.set_num_threads(1)
 
 PPO_STEPS, PPO_ENVS = 32, 2  # one rollout = 64 environment steps
 PPO_HYPERPARAMS: dict[str, Any] = {

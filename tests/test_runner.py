@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import copy
 import csv
-import os
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
@@ -37,9 +36,6 @@ from rl_tickets.masks import load_mask
 from rl_tickets.runner import COMPLETE, ChainPaths, Runner
 from rl_tickets.trainers import CurveSink, LevelOutcome, LevelPlan
 from rl_tickets.trainers.sb3 import SB3Trainer, seed_for
-
-os.environ["WANDB_MODE"] = "disabled"
-torch.set_num_threads(1)
 
 BUDGET, K = 192, 64
 
