@@ -8,12 +8,26 @@ x-axis and curves a cumulative ``global_step`` (``define_metric``). wandb is imp
 
 from __future__ import annotations
 
+import netrc
 import os
 import sys
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlparse
 
 from rl_tickets.config import LoggerConfig
+
+
+def has_api_key() -> bool:
+    """Whether W&B credentials exist (``WANDB_API_KEY`` or a netrc entry for the W&B host), without a
+    network call or a prompt."""
+    if os.environ.get("WANDB_API_KEY"):
+        return True
+    host = urlparse(os.environ.get("WANDB_BASE_URL", "https://api.wandb.ai")).hostname
+    try:
+        return netrc.netrc().authenticators(host or "") is not None
+    except (FileNotFoundError, netrc.NetrcParseError):
+        return False
 
 
 class WandbMirror:
@@ -47,7 +61,7 @@ class WandbMirror:
         import wandb
 
         self.directory.mkdir(parents=True, exist_ok=True)
-        if self.mode == "online" and not (os.environ.get("WANDB_API_KEY") or wandb.api.api_key):
+        if self.mode == "online" and not has_api_key():
             print(
                 "wandb: no API key (run `wandb login` or set WANDB_API_KEY); logging offline instead",
                 file=sys.stderr,
