@@ -11,8 +11,10 @@ and results layout, with a plain PyTorch loop that reads top to bottom in :meth:
 - **Learning rate**: the paper's optimizers have no schedule, so ``retrain.mode=finetune`` differs
   from rewinding only through its constant ``retrain.finetune_lr`` (:attr:`LevelPlan.constant_lr`),
   and ``lr_rewind`` (final weights, counter back to k) trains at ``train.lr`` like the dense run.
-- **Early stopping** (the paper's): the evaluated iteration with the lowest *validation* loss; the
-  test set is only read, never used to choose.
+- **Evaluation**: validation loss/accuracy and test accuracy at the level's start, at every
+  multiple of ``eval.every`` and at its end. **Early stopping** (the paper's): the evaluated
+  iteration with the lowest *validation* loss; the test set is only read, never used to choose.
+  Iterations are counted on the absolute counter, so a level rewound to k reports e.g. k + 900.
 - **Checkpoints** (``init.pt``, ``rewind.pt``, ``model.pt``) are self-describing dicts (nanoGPT style)
   that load with ``torch.load(path, weights_only=True)``: ``format``, ``model``, ``input_shape``,
   ``num_classes``, ``width_scale``, ``state_dict`` (parameters *and* mask buffers), ``optimizer``,
@@ -34,7 +36,14 @@ from torch import nn
 
 from rl_tickets.config import ConfigError, DataConfig, EvalConfig, ModelConfig, TrainConfig
 from rl_tickets.data import Dataset, Split, load_dataset
-from rl_tickets.masks import attach_masks, enforce_after_steps, prunable_names, read_mask, set_masks
+from rl_tickets.masks import (
+    attach_masks,
+    density,
+    enforce_after_steps,
+    prunable_names,
+    read_mask,
+    set_masks,
+)
 from rl_tickets.models import MODELS, build_model
 from rl_tickets.trainers import CurveSink, LevelOutcome, LevelPlan
 
@@ -142,6 +151,7 @@ class SupervisedTrainer:
         device: str,
         split_seed: int,
         dataset: Dataset | None = None,
+        clock: Callable[[], float] = time.perf_counter,
     ) -> None:
         """Check the settings, load the data and move it to the device once.
 
@@ -153,6 +163,8 @@ class SupervisedTrainer:
         :param device: auto, cpu, cuda or cuda:N.
         :param split_seed: fixes the train/validation/test split (the chain seed).
         :param dataset: use these splits instead of loading ``data`` (tests, benchmarks).
+        :param clock: times ``train_seconds`` / ``eval_seconds`` in metrics.json (wall time; the
+            benchmark passes ``time.process_time`` to see through other jobs' load).
         :raises MissingDataError: if the dataset's files are missing and cannot be downloaded.
         """
         if model.name not in MODELS:
@@ -164,7 +176,7 @@ class SupervisedTrainer:
         if train.batch_size <= 0 or train.lr <= 0:
             raise ConfigError(f"train.batch_size={train.batch_size} and train.lr={train.lr} must be > 0")
         self.model_name, self.train_cfg, self.evaluation = model.name, train, evaluation
-        self.budget = train.iterations
+        self.budget, self.clock = train.iterations, clock
         self.device = pick_device(device)
         if dataset is None:
             dataset = load_dataset(data.name, data.root, data.download, seed=split_seed)
@@ -270,8 +282,6 @@ class SupervisedTrainer:
                     )
                 optimizer.load_state_dict(state["optimizer_state"])
             step = int(state["step"]) if plan.start_step is None else plan.start_step
-        # The hook re-zeroes pruned weights after every update: Adam's moments would revive them.
-        enforce_after_steps(model, [optimizer])
         if plan.params:
             named = dict(model.named_parameters())
             with torch.no_grad():
@@ -279,6 +289,11 @@ class SupervisedTrainer:
                     named[name].copy_(value.to(self.device))
         if plan.mask is not None:
             set_masks(model, plan.mask)
+        # The hook re-zeroes pruned weights after every update: Adam's moments would revive them.
+        # While nothing is pruned it only multiplies by ones (a few % of a LeNet step), so a dense run
+        # goes without it unless a mask schedule may prune during the level.
+        if plan.mask_schedule is not None or density(read_mask(model, include_biases=True)) < 1.0:
+            enforce_after_steps(model, [optimizer])
         # A restored optimizer state carries the lr it was saved with (a fine-tuned level's constant one).
         lr = self.train_cfg.lr if plan.constant_lr is None else plan.constant_lr
         for group in optimizer.param_groups:
@@ -302,9 +317,11 @@ class SupervisedTrainer:
         # Summed on the device, read only at evaluations: no host sync per iteration.
         train_loss, since = torch.zeros((), device=self.device), 0
         snapshot_taken: int | None = None
+        eval_seconds = 0.0
 
         def record() -> None:
-            nonlocal train_loss, since
+            nonlocal train_loss, since, eval_seconds
+            started = self.clock()
             val_loss, val_accuracy = evaluate(model, self.data.val)
             row: dict[str, Any] = {
                 "step": step,
@@ -318,8 +335,9 @@ class SupervisedTrainer:
             curve.append(row)
             if curve_sink:
                 curve_sink(row)
+            eval_seconds += self.clock() - started
 
-        started = time.perf_counter()
+        started = self.clock()
         model.train()
         record()
         while step < end:
@@ -345,7 +363,8 @@ class SupervisedTrainer:
                 record()
         if curve[-1]["step"] != step:
             record()
-        seconds = time.perf_counter() - started
+        # Training time excludes evaluations: the figure scripts/bench_supervised.py compares.
+        train_seconds = self.clock() - started - eval_seconds
         self._save(out / self.checkpoint_name, model, optimizer, step, width_scale, plan.seed)
 
         if plan.snapshot_step and snapshot_taken is None:
@@ -368,7 +387,8 @@ class SupervisedTrainer:
             "width_scale": width_scale,
             "val_accuracy_at_early_stop": best["val/accuracy"],
             "val_accuracy": final["val/accuracy"],
-            "train_seconds": round(seconds, 3),
+            "train_seconds": round(train_seconds, 4),
+            "eval_seconds": round(eval_seconds, 4),
         }
         if snapshot_taken is not None:
             extra["snapshot_step"] = snapshot_taken
