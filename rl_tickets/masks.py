@@ -156,6 +156,27 @@ def apply_masks(module: nn.Module) -> None:
         torch._foreach_mul_([p for p, _ in pairs], [m for _, m in pairs])
 
 
+# Second-moment state of Adam/RMSprop. A sparse network leaves many of these exactly 0 (units whose
+# inputs are all pruned get no gradient), and CPU sqrt is ~5x slower on exact zeros than on normal
+# floats (measured: 181 vs 33 us for a 256x256 tensor), which cost DQN ~4% of its throughput. A floor
+# of 1e-30 (sqrt 1e-15, far below Adam's eps 1e-8) keeps every update the same to float precision.
+SECOND_MOMENTS = ("exp_avg_sq", "square_avg")
+SECOND_MOMENT_FLOOR = 1e-30
+
+
+def floor_second_moments(optimizer: torch.optim.Optimizer, params: list[torch.Tensor]) -> None:
+    """Raise exact zeros in the optimizer's second moments of ``params`` to a tiny floor (speed only).
+
+    :param optimizer: an Adam/RMSprop-like optimizer.
+    :param params: the parameters whose state to touch.
+    """
+    moments = [
+        state[k] for q in params if (state := optimizer.state.get(q)) for k in SECOND_MOMENTS if k in state
+    ]
+    if moments:
+        torch._foreach_clamp_min_(moments, SECOND_MOMENT_FLOOR)
+
+
 def enforce_after_steps(module: nn.Module, optimizers: Iterable[torch.optim.Optimizer]) -> None:
     """Re-zero pruned weights after every step of each optimizer, over its own parameters only.
 
@@ -169,9 +190,10 @@ def enforce_after_steps(module: nn.Module, optimizers: Iterable[torch.optim.Opti
         if not params or getattr(optimizer, "_rl_tickets_enforced", False):
             continue
 
-        def rezero(_opt: torch.optim.Optimizer, _args: object, _kwargs: object, p=params, b=buffers) -> None:
+        def rezero(opt: torch.optim.Optimizer, _args: object, _kwargs: object, p=params, b=buffers) -> None:
             with torch.no_grad():
                 torch._foreach_mul_(p, b)
+                floor_second_moments(opt, p)
 
         optimizer.register_step_post_hook(rezero)
         optimizer._rl_tickets_enforced = True  # type: ignore[attr-defined]
@@ -192,7 +214,7 @@ def layer_densities(mask: Mapping[str, torch.Tensor]) -> list[tuple[str, int, fl
 
     :param mask: boolean tensors.
     """
-    return [(name, m.numel(), float(m.float().mean())) for name, m in mask.items()]
+    return [(name, m.numel(), int(m.sum()) / m.numel()) for name, m in mask.items()]
 
 
 def dense_mask(weights: Mapping[str, torch.Tensor]) -> Mask:

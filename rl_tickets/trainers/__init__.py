@@ -6,6 +6,7 @@ a step counter) and a trainer decides *how* to load, train, evaluate and save in
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -74,6 +75,20 @@ class LevelOutcome:
     curve: list[dict[str, Any]] = field(default_factory=list)
     mask: Mask | None = None
     extra: dict[str, Any] = field(default_factory=dict)
+
+
+def bisect_scale(count: Callable[[float], int], n_weights: int, rounds: int = 20) -> float:
+    """The width factor in (0, 1] whose network has about ``n_weights`` weights (small_dense control).
+
+    :param count: prunable weights of the network built with a given width factor (increasing).
+    :param n_weights: target count (the ticket's live weights).
+    :param rounds: bisection rounds.
+    """
+    low, high = 0.0, 1.0
+    for _ in range(rounds):
+        mid = (low + high) / 2
+        low, high = (mid, high) if count(mid) < n_weights else (low, mid)
+    return min((low, high), key=lambda s: abs(count(s) - n_weights) if s > 0 else math.inf)
 
 
 class Trainer(Protocol):

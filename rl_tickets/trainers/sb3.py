@@ -9,7 +9,6 @@ schedules exactly where the dense run was at step k.
 from __future__ import annotations
 
 import inspect
-import math
 from pathlib import Path
 from typing import Any
 
@@ -32,7 +31,7 @@ from rl_tickets.config import AlgoConfig, ConfigError, EnvConfig, EvalConfig
 from rl_tickets.envs import FEATURE_EXTRACTORS, check_wrappers, make_env, make_single
 from rl_tickets.masks import is_target, online_name, prunable_names, read_mask, set_masks
 from rl_tickets.policies import POLICIES, policy_optimizers
-from rl_tickets.trainers import CurveSink, LevelOutcome, LevelPlan, MaskSchedule
+from rl_tickets.trainers import CurveSink, LevelOutcome, LevelPlan, MaskSchedule, bisect_scale
 
 ALGOS: dict[str, type[BaseAlgorithm]] = {"ppo": PPO, "a2c": A2C, "dqn": DQN, "sac": SAC, "td3": TD3}
 ACTION_SPACES: dict[str, type[gym.Space]] = {
@@ -526,9 +525,4 @@ class SB3Trainer:
             named = dict(policy.named_parameters())
             return sum(named[n].numel() for n in prunable_names(policy))
 
-        low, high = 0.0, 1.0
-        for _ in range(20):
-            mid = (low + high) / 2
-            low, high = (mid, high) if count(mid) < n_weights else (low, mid)
-        best = min((low, high), key=lambda s: abs(count(s) - n_weights) if s > 0 else math.inf)
-        return best
+        return bisect_scale(count, n_weights)

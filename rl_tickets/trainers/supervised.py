@@ -45,7 +45,7 @@ from rl_tickets.masks import (
     set_masks,
 )
 from rl_tickets.models import MODELS, build_model
-from rl_tickets.trainers import CurveSink, LevelOutcome, LevelPlan
+from rl_tickets.trainers import CurveSink, LevelOutcome, LevelPlan, bisect_scale
 
 CHECKPOINT_FORMAT = "rl_tickets.supervised/1"
 # Evaluation batch: large enough to amortise Python, small enough that Conv-2's first activations
@@ -109,23 +109,6 @@ def evaluate(model: nn.Module, split: Split, chunk: int = EVAL_CHUNK) -> tuple[f
     model.train()
     n = max(1, len(split))
     return float(loss) / n, int(correct) / n
-
-
-def bisect_scale(count: Callable[[float], int], n_weights: int, rounds: int = 20) -> float:
-    """The width factor in (0, 1] whose network has about ``n_weights`` weights (``count`` increasing).
-
-    The same search as :meth:`rl_tickets.trainers.sb3.SB3Trainer.width_for`; it belongs in a shared
-    place (e.g. :mod:`rl_tickets.trainers`) so both trainers use one copy.
-
-    :param count: weights of the network built with a given width factor.
-    :param n_weights: target count (the ticket's live weights).
-    :param rounds: bisection rounds.
-    """
-    low, high = 0.0, 1.0
-    for _ in range(rounds):
-        mid = (low + high) / 2
-        low, high = (mid, high) if count(mid) < n_weights else (low, mid)
-    return min((low, high), key=lambda s: abs(count(s) - n_weights) if s > 0 else math.inf)
 
 
 class SupervisedTrainer:
