@@ -19,7 +19,9 @@ from __future__ import annotations
 import csv
 import fcntl
 import json
+import os
 import shutil
+import threading
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import asdict, dataclass
@@ -108,9 +110,14 @@ def claim(directory: Path, identity: dict[str, Any]) -> None:
     _write_atomic(record, json.dumps(canonical, indent=2, sort_keys=True))
 
 
+def _temporary(path: Path) -> Path:
+    """A temporary sibling of ``path`` unique to this process and thread (parallel jobs never share it)."""
+    return path.with_name(f"{path.name}.{os.getpid()}.{threading.get_ident()}.tmp")
+
+
 def _write_atomic(path: Path, text: str) -> None:
     """Write a text file via a temporary name so readers never see half of it."""
-    tmp = path.with_name(path.name + ".tmp")
+    tmp = _temporary(path)
     tmp.write_text(text)
     tmp.replace(path)
 
@@ -132,7 +139,7 @@ def locked(directory: Path) -> Iterator[None]:
 
 def _write_csv(path: Path, rows: list[dict[str, Any]], columns: list[str]) -> None:
     """Write rows as CSV atomically."""
-    tmp = path.with_name(path.name + ".tmp")
+    tmp = _temporary(path)
     with open(tmp, "w", newline="") as handle:
         writer = csv.DictWriter(handle, fieldnames=columns, extrasaction="ignore")
         writer.writeheader()

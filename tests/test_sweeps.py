@@ -68,13 +68,19 @@ def test_two_jobs_on_one_chain_never_train_it_twice(tmp_path: Path) -> None:
             calls.append(plan.seed)
             return super().train(plan, out, curve_sink)
 
+    errors: list[BaseException] = []
+
     def job() -> None:
         trainer = Counting(cfg.algo, cfg.env, cfg.train.timesteps, cfg.eval, "cpu", seed_for(0, "eval"))
-        Runner(cfg, trainer).run()
+        try:
+            Runner(cfg, trainer).run()
+        except BaseException as error:  # surfaced below: a thread's exception would otherwise vanish
+            errors.append(error)
 
     threads = [threading.Thread(target=job) for _ in range(2)]
     for thread in threads:
         thread.start()
     for thread in threads:
         thread.join()
+    assert errors == []
     assert len(calls) == 2  # level 0 and level 1, once each
