@@ -143,6 +143,7 @@ def set_masks(module: nn.Module, mask: Mapping[str, torch.Tensor]) -> None:
                 )
             buffer.copy_(source.to(device=buffer.device, dtype=buffer.dtype))
         param.mul_(buffer)
+    _refresh_enforcers(module)
 
 
 @torch.no_grad()
@@ -177,26 +178,75 @@ def floor_second_moments(optimizer: torch.optim.Optimizer, params: list[torch.Te
         torch._foreach_clamp_min_(moments, SECOND_MOMENT_FLOOR)
 
 
+# Flooring every step would cost as much as it saves; a floored moment decays by beta2 per step and
+# stays a normal float for thousands of steps, so every 64 steps is plenty.
+FLOOR_EVERY = 64
+
+
+class _Enforcer:
+    """Post-step hook of one optimizer: re-zero its pruned parameters, and floor second moments.
+
+    It holds (layer, "weight"|"bias") pairs rather than tensors: ``module.to(device)`` replaces buffer
+    tensors, so masks are looked up on the layer at each call. Only tensors whose mask prunes
+    something are touched (dense biases cost nothing); :meth:`refresh` recomputes that set and is
+    called by :func:`set_masks` and after every ``load_state_dict``.
+    """
+
+    def __init__(self, slots: list[tuple[nn.Module, str]]) -> None:
+        self.slots, self.active, self.steps = slots, list(slots), 0
+
+    def refresh(self) -> None:
+        """Recompute which tensors have pruned entries."""
+        self.active = [
+            (layer, name) for layer, name in self.slots if not bool(getattr(layer, f"{name}_mask").all())
+        ]
+
+    def __call__(self, optimizer: torch.optim.Optimizer, _args: object, _kwargs: object) -> None:
+        with torch.no_grad():
+            if self.active:
+                params = [getattr(layer, name) for layer, name in self.active]
+                torch._foreach_mul_(params, [getattr(layer, f"{name}_mask") for layer, name in self.active])
+            self.steps += 1
+            if self.steps % FLOOR_EVERY == 1:
+                floor_second_moments(optimizer, [getattr(layer, name) for layer, name in self.slots])
+
+
+def _refresh_enforcers(module: nn.Module) -> None:
+    """Tell every enforcer on ``module`` that its masks may have changed."""
+    for enforcer in getattr(module, "_mask_enforcers", ()):
+        enforcer.refresh()
+
+
 def enforce_after_steps(module: nn.Module, optimizers: Iterable[torch.optim.Optimizer]) -> None:
     """Re-zero pruned weights after every step of each optimizer, over its own parameters only.
 
     :param module: the network whose mask buffers are used.
     :param optimizers: optimizers over (parts of) ``module``.
     """
-    by_param = {id(param): buffer for param, buffer in _mask_buffers(module).values()}
+    slot_of = {}
+    for sub in module.modules():
+        if isinstance(sub, MASKED_MODULES) and hasattr(sub, "weight_mask"):
+            slot_of[id(sub.weight)] = (sub, "weight")
+            if sub.bias is not None:
+                slot_of[id(sub.bias)] = (sub, "bias")
+    enforcers = []
     for optimizer in optimizers:
-        params = [p for group in optimizer.param_groups for p in group["params"] if id(p) in by_param]
-        buffers = [by_param[id(p)] for p in params]
-        if not params or getattr(optimizer, "_rl_tickets_enforced", False):
+        slots = [
+            slot_of[id(p)] for group in optimizer.param_groups for p in group["params"] if id(p) in slot_of
+        ]
+        if not slots or getattr(optimizer, "_rl_tickets_enforced", False):
             continue
-
-        def rezero(opt: torch.optim.Optimizer, _args: object, _kwargs: object, p=params, b=buffers) -> None:
-            with torch.no_grad():
-                torch._foreach_mul_(p, b)
-                floor_second_moments(opt, p)
-
-        optimizer.register_step_post_hook(rezero)
+        enforcer = _Enforcer(slots)
+        optimizer.register_step_post_hook(enforcer)
         optimizer._rl_tickets_enforced = True  # type: ignore[attr-defined]
+        enforcers.append(enforcer)
+    # A plain attribute (not a submodule or buffer): never saved, rebuilt with the policy.
+    module.__dict__["_mask_enforcers"] = getattr(module, "_mask_enforcers", []) + enforcers
+    if enforcers and not getattr(module, "_mask_load_hook", False):
+        module.register_load_state_dict_post_hook(lambda mod, _keys: _refresh_enforcers(mod))
+        module.__dict__["_mask_load_hook"] = True
+    for enforcer in enforcers:
+        enforcer.refresh()
 
 
 def density(mask: Mapping[str, torch.Tensor]) -> float:
