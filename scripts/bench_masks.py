@@ -72,7 +72,7 @@ class Case:
 CASES: dict[str, Case] = {
     "ppo": Case("ppo", "CartPole-v1", "ppo_cartpole", 20_000, 4_096),
     # zoo: learning_starts 1000, then 128 gradient steps every 256 env steps.
-    "dqn": Case("dqn", "CartPole-v1", "dqn_cartpole", 8_000, 2_000, {"learning_starts": 500}),
+    "dqn": Case("dqn", "CartPole-v1", "dqn_cartpole", 16_000, 2_000, {"learning_starts": 500}),
     "sac": Case("sac", "Pendulum-v1", "sac_pendulum", 1_000, 300, {"learning_starts": 100}),
 }
 
@@ -355,7 +355,7 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     """
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--algos", nargs="+", choices=sorted(CASES), default=list(CASES), help="what to run")
-    parser.add_argument("--pairs", type=int, default=5, help="alternating masked/plain pairs (default 5)")
+    parser.add_argument("--pairs", type=int, default=7, help="alternating masked/plain pairs (default 7)")
     defaults = " ".join(f"{a}={c.steps}" for a, c in CASES.items())
     parser.add_argument(
         "--steps", nargs="+", default=[], metavar="ALGO=N", help=f"env steps per run (default {defaults})"
