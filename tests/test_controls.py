@@ -8,7 +8,6 @@ online parameters of the dense run's ``rewind.zip``; "trained weights" those of 
 
 from __future__ import annotations
 
-import copy
 import csv
 import json
 import math
@@ -22,19 +21,14 @@ import torch
 from stable_baselines3 import DQN, PPO
 from stable_baselines3.common.base_class import BaseAlgorithm
 from stable_baselines3.common.save_util import load_from_zip_file
+from tiny import tiny_config
 
 from rl_tickets.config import (
-    AlgoConfig,
     Config,
     ConfigError,
-    EnvConfig,
-    EvalConfig,
-    LoggerConfig,
     PruneConfig,
     RetrainConfig,
     RewindConfig,
-    TrainConfig,
-    validate,
 )
 from rl_tickets.gradual import GradualSchedule, target_density
 from rl_tickets.masks import Mask, is_target, load_mask, online_name, read_mask
@@ -77,25 +71,17 @@ def make_cfg(root: Path, algo: str = "ppo", net_arch: list[int] | None = None, *
     :param net_arch: hidden widths (default ``[16, 16]``).
     :param changes: top-level Config fields to replace (prune, retrain, controls, seed, ...).
     """
-    cfg = Config(
-        algo=AlgoConfig(
-            name=algo,
-            hyperparams=copy.deepcopy(HYPERPARAMS[algo]),
-            policy_kwargs={"net_arch": net_arch or [16, 16]},
-        ),
-        env=EnvConfig(name="cartpole", id="CartPole-v1", n_envs=2 if algo == "ppo" else 1),
-        train=TrainConfig(timesteps=BUDGET),
-        rewind=RewindConfig(step=K),
-        prune=PruneConfig(levels=1, rate=0.2),
-        eval=EvalConfig(episodes=1, every=0),
-        logger=LoggerConfig(mode="disabled"),
-        root=str(root),
-        device="cpu",
-        progress=False,
+    return tiny_config(
+        root,
+        algo,
+        HYPERPARAMS[algo],
+        BUDGET,
+        RewindConfig(step=K),
+        PruneConfig(levels=1, rate=0.2),
+        net_arch=net_arch or [16, 16],
+        n_envs=2 if algo == "ppo" else 1,
+        **changes,
     )
-    cfg = replace(cfg, **changes)
-    validate(cfg)
-    return cfg
 
 
 @dataclass

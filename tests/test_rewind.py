@@ -18,17 +18,12 @@ from stable_baselines3 import DQN, PPO
 from stable_baselines3.common.base_class import BaseAlgorithm
 from stable_baselines3.common.save_util import load_from_pkl, load_from_zip_file
 from stable_baselines3.common.vec_env import DummyVecEnv, VecNormalize
+from tiny import tiny_config
 
 from rl_tickets.config import (
-    AlgoConfig,
     Config,
-    EnvConfig,
-    EvalConfig,
-    LoggerConfig,
     PruneConfig,
     RewindConfig,
-    TrainConfig,
-    validate,
 )
 from rl_tickets.masks import load_mask, online_name
 from rl_tickets.runner import ChainPaths, Runner
@@ -72,26 +67,17 @@ def make_cfg(
     :param normalize: wrap the env in VecNormalize.
     :param rewind: other rewind fields (optimizer, replay_buffer).
     """
-    cfg = Config(
-        algo=AlgoConfig(
-            name=algo,
-            hyperparams=copy.deepcopy(PPO_HYPERPARAMS if algo == "ppo" else DQN_HYPERPARAMS),
-            policy_kwargs={"net_arch": [16]},
-        ),
-        env=EnvConfig(
-            name="cartpole", id="CartPole-v1", n_envs=PPO_ENVS if algo == "ppo" else 1, normalize=normalize
-        ),
-        train=TrainConfig(timesteps=timesteps),
-        rewind=RewindConfig(step=step, **rewind),
-        prune=PruneConfig(levels=1, rate=0.5),
-        eval=EvalConfig(episodes=1, every=0),
-        logger=LoggerConfig(mode="disabled"),
-        root=str(root),
-        device="cpu",
-        progress=False,
+    hyperparams = PPO_HYPERPARAMS if algo == "ppo" else DQN_HYPERPARAMS
+    return tiny_config(
+        root,
+        algo,
+        hyperparams,
+        timesteps,
+        RewindConfig(step=step, **rewind),
+        PruneConfig(levels=1, rate=0.5),
+        n_envs=PPO_ENVS if algo == "ppo" else 1,
+        normalize=normalize,
     )
-    validate(cfg)
-    return cfg
 
 
 def make_trainer(cfg: Config) -> SB3Trainer:

@@ -15,6 +15,7 @@ from typing import Any
 import pytest
 import torch
 from stable_baselines3 import PPO
+from tiny import tiny_config
 
 from rl_tickets import identity
 from rl_tickets.config import (
@@ -22,14 +23,12 @@ from rl_tickets.config import (
     Config,
     ConfigError,
     DataConfig,
-    EnvConfig,
     EvalConfig,
     LoggerConfig,
     ModelConfig,
     PruneConfig,
     RewindConfig,
     TrainConfig,
-    validate,
 )
 from rl_tickets.identity import chain_identity, dense_identity, digest
 from rl_tickets.masks import load_mask
@@ -48,25 +47,16 @@ def tiny_cfg(root: Path, levels: int = 2, rate: float = 0.2, **changes: Any) -> 
     :param rate: prune.rate.
     :param changes: top-level Config fields to replace.
     """
-    cfg = Config(
-        algo=AlgoConfig(
-            name="ppo",
-            hyperparams={"n_steps": 64, "batch_size": 32, "n_epochs": 1},
-            policy_kwargs={"net_arch": [16]},
-        ),
-        env=EnvConfig(name="cartpole", id="CartPole-v1", n_envs=1),
-        train=TrainConfig(timesteps=BUDGET),
-        rewind=RewindConfig(step=K),
-        prune=PruneConfig(levels=levels, rate=rate),
-        eval=EvalConfig(episodes=1, every=0),
-        logger=LoggerConfig(mode="disabled"),
-        root=str(root),
-        device="cpu",
-        progress=False,
+    hyperparams = {"n_steps": 64, "batch_size": 32, "n_epochs": 1}
+    return tiny_config(
+        root,
+        "ppo",
+        hyperparams,
+        BUDGET,
+        RewindConfig(step=K),
+        PruneConfig(levels=levels, rate=rate),
+        **changes,
     )
-    cfg = replace(cfg, **changes)
-    validate(cfg)
-    return cfg
 
 
 class Killed(RuntimeError):

@@ -1,0 +1,64 @@
+"""One builder for the tiny, validated CartPole configs the RL tests train (W&B off, CPU, no eval curve)."""
+
+from __future__ import annotations
+
+import copy
+from dataclasses import replace
+from pathlib import Path
+from typing import Any
+
+from rl_tickets.config import (
+    AlgoConfig,
+    Config,
+    EnvConfig,
+    EvalConfig,
+    LoggerConfig,
+    PruneConfig,
+    RewindConfig,
+    TrainConfig,
+    validate,
+)
+
+
+def tiny_config(
+    root: Path,
+    algo: str,
+    hyperparams: dict[str, Any],
+    timesteps: int,
+    rewind: RewindConfig,
+    prune: PruneConfig,
+    net_arch: list[int] | None = None,
+    n_envs: int = 1,
+    normalize: bool = False,
+    **changes: Any,
+) -> Config:
+    """A validated CartPole config small enough to train in seconds.
+
+    :param root: results root.
+    :param algo: ppo, a2c or dqn.
+    :param hyperparams: algorithm hyperparameters (copied).
+    :param timesteps: the dense budget.
+    :param rewind: rewind settings.
+    :param prune: pruning settings.
+    :param net_arch: hidden widths (default ``[16]``).
+    :param n_envs: parallel envs.
+    :param normalize: wrap the env in VecNormalize.
+    :param changes: other top-level Config fields to replace (retrain, controls, seed, ...).
+    """
+    cfg = Config(
+        algo=AlgoConfig(
+            name=algo, hyperparams=copy.deepcopy(hyperparams), policy_kwargs={"net_arch": net_arch or [16]}
+        ),
+        env=EnvConfig(name="cartpole", id="CartPole-v1", n_envs=n_envs, normalize=normalize),
+        train=TrainConfig(timesteps=timesteps),
+        rewind=rewind,
+        prune=prune,
+        eval=EvalConfig(episodes=1, every=0),
+        logger=LoggerConfig(mode="disabled"),
+        root=str(root),
+        device="cpu",
+        progress=False,
+    )
+    cfg = replace(cfg, **changes)
+    validate(cfg)
+    return cfg
