@@ -165,7 +165,8 @@ def summary_markdown(
     seeds = ", ".join(str(c.seed) for c in exp.chains)
     out = [
         f"# {exp.label}\n",
-        f"- task: {meta.get('task', '?')}, algo: {meta.get('algo', '?')}, env: {meta.get('env', '?')}",
+        f"- task: {meta.get('task', '?')}, {learner_of(meta)}, {'data' if meta.get('task') == 'supervised' else 'env'}: "
+        f"{meta.get('env', '?')}",
         f"- metric: `{exp.metric}`; seeds: {seeds}; chain hash: `{exp.chain_hash}`",
         "- statistics: mean and IQM over seeds; 95% percentile-bootstrap CI of the mean over seeds\n",
         "## Metric by density\n",
@@ -212,6 +213,13 @@ def summary_markdown(
         out.append(md_table(headers, rows))
     out.append(f"![{exp.metric} vs density]({plot_name(exp)})\n")
     return "\n".join(out)
+
+
+def learner_of(meta: dict[str, Any]) -> str:
+    """``algo: ppo`` for RL chains, ``model: lenet_300_100`` for supervised ones."""
+    if meta.get("task") == "supervised":
+        return f"model: {meta.get('model') or '?'}"
+    return f"algo: {meta.get('algo') or '?'}"
 
 
 def plot_name(exp: Experiment) -> str:
@@ -310,7 +318,7 @@ def write_experiment(exp: Experiment, out_dir: Path, options: ReportOptions) -> 
         summary_markdown(exp, summary, verdicts, options.min_seeds, options.tolerance)
     )
     if not summary.empty:
-        title = f"{exp.label} ({exp.meta.get('algo', '?')}, {exp.meta.get('env', '?')})"
+        title = f"{exp.label} ({learner_of(exp.meta).split(': ')[1]}, {exp.meta.get('env', '?')})"
         plot_metric_vs_density(summary, out_dir / plot_name(exp), exp.metric, title)
     analysis = analyse_masks(exp)
     (out_dir / "masks.md").write_text(masks_markdown(exp, analysis))
@@ -321,7 +329,7 @@ def write_experiment(exp: Experiment, out_dir: Path, options: ReportOptions) -> 
         "label": exp.label,
         "dir": out_dir.name,
         "task": exp.meta.get("task", "?"),
-        "algo": exp.meta.get("algo", "?"),
+        "algo": exp.meta.get("algo") or exp.meta.get("model") or "?",
         "env": exp.meta.get("env", "?"),
         "metric": exp.metric,
         "seeds": len(exp.chains),
