@@ -315,12 +315,36 @@ def _layer_density_md(layer_density: pd.DataFrame) -> str:
     return md_table(["layer"] + [f"L{lvl}" for lvl in levels], rows)
 
 
+# Beyond this many inputs (pixels), per-input rows are unreadable: report counts per level instead.
+MAX_INPUT_ROWS = 64
+
+
+def _inputs_summary_md(inputs: pd.DataFrame, levels: list[int], n_inputs: int) -> str:
+    """Per level: inputs alive in every seed, in some seed, and in none."""
+    rows = []
+    for level in levels:
+        at = inputs[inputs["level"] == level]
+        every = int((at["alive_seeds"] == at["n_seeds"]).sum())
+        none = int((at["alive_seeds"] == 0).sum())
+        rows.append([f"L{level}", str(every), str(n_inputs - every - none), str(none)])
+    header = (
+        f"{n_inputs} input dimensions; counts of inputs alive in every seed, in some seeds, and in none.\n\n"
+    )
+    return (
+        header
+        + md_table(["level", "alive in every seed", "alive in some", "dead in every seed"], rows)
+        + "\n"
+    )
+
+
 def _inputs_md(inputs: pd.DataFrame) -> str:
     """Inputs as rows, levels as columns, plus the inputs dead in every seed per level."""
     if inputs.empty:
         return "No input layers listed in meta.json, or no ticket masks.\n"
     levels = sorted(inputs["level"].unique())
     names = list(dict.fromkeys(inputs["input"]))
+    if len(names) > MAX_INPUT_ROWS:
+        return _inputs_summary_md(inputs, levels, len(names))
     cells = {(r.input, r.level): f"{r.alive_seeds}/{r.n_seeds}" for r in inputs.itertuples()}
     text = md_table(
         ["input"] + [f"L{lvl}" for lvl in levels],
