@@ -41,7 +41,7 @@ def app(composed: DictConfig) -> None:
     cfg: Config = OmegaConf.to_object(composed)  # type: ignore[assignment]
     multirun = HydraConfig.get().mode == RunMode.MULTIRUN
     try:
-        run_job(cfg, quiet=multirun or not sys.stdout.isatty(), multirun=multirun)
+        run_job(cfg, multirun=multirun, live=sys.stdout.isatty() and not multirun)
     except (ConfigError, UserError) as error:
         _remove_hydra_dir(Path(cfg.root))
         print(f"rl-tickets: error: {error}", file=sys.stderr)

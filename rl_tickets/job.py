@@ -140,12 +140,12 @@ def threads_for(cfg: Config, multirun: bool) -> int:
     return torch.get_num_threads() if cnn and not multirun else 1
 
 
-def run_job(cfg: Config, quiet: bool = False, multirun: bool = False) -> Path:
+def run_job(cfg: Config, multirun: bool = False, live: bool = False) -> Path:
     """Validate, build the trainer, run (or resume) the chain and print its table.
 
     :param cfg: the composed config.
-    :param quiet: no table at the end (multirun, non-terminal output still gets one line per level).
-    :param multirun: part of a sweep (one torch thread per job unless ``threads`` says otherwise).
+    :param live: show a live progress bar (an interactive terminal outside sweeps); one line per level always.
+    :param multirun: part of a sweep (one torch thread per job unless ``threads`` says otherwise; no final table).
     :return: the chain directory.
     """
     validate(cfg)
@@ -163,7 +163,7 @@ def run_job(cfg: Config, quiet: bool = False, multirun: bool = False) -> Path:
             config=asdict(cfg),
             directory=Path(cfg.root),
         )
-    progress = Progress(cfg, trainer.metric, trainer.budget, live=not quiet)
+    progress = Progress(cfg, trainer.metric, trainer.budget, live=live)
     mirrors: list[Mirror] = [progress] + ([mirror] if mirror is not None else [])
     try:
         chain = Runner(cfg, trainer, mirrors, on_level=progress).run()
@@ -171,7 +171,7 @@ def run_job(cfg: Config, quiet: bool = False, multirun: bool = False) -> Path:
         progress.close()
         if mirror is not None:
             mirror.close()
-    if not quiet:
+    if not multirun:
         print_table(chain / "levels.csv", trainer.metric)
     print(f"results: {chain}")
     return chain

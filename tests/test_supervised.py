@@ -64,7 +64,7 @@ def chain(tmp_path_factory) -> Path:
         device="cpu",
         root=str(tmp_path_factory.mktemp("results")),
     )
-    return run_job(cfg, quiet=True)
+    return run_job(cfg)
 
 
 def level_dir(chain: Path, level: int, variant: str) -> Path:
