@@ -194,18 +194,11 @@ def validate(cfg: Config) -> None:
 
     :param cfg: the composed job config.
     """
-    for key in ("task", "algo.name", "prune.scope", "prune.schedule", "prune.criterion"):
+    for key in CHOICES:
+        if key == "controls":
+            continue
         section, _, attr = key.partition(".")
         _check_choice(key, getattr(getattr(cfg, section), attr) if attr else getattr(cfg, section))
-    for key in (
-        "prune.distribution",
-        "rewind.optimizer",
-        "rewind.replay_buffer",
-        "retrain.mode",
-        "logger.mode",
-    ):
-        section, attr = key.split(".")
-        _check_choice(key, getattr(getattr(cfg, section), attr))
     for control in cfg.controls:
         _check_choice("controls", control)
     p = cfg.prune

@@ -9,6 +9,7 @@ schedules exactly where the dense run was at step k.
 from __future__ import annotations
 
 import inspect
+from functools import cached_property
 from pathlib import Path
 from typing import Any
 
@@ -29,7 +30,7 @@ from torch import nn
 
 from rl_tickets.config import AlgoConfig, ConfigError, EnvConfig, EvalConfig
 from rl_tickets.envs import FEATURE_EXTRACTORS, check_wrappers, make_env, make_single
-from rl_tickets.masks import is_target, online_name, prunable_names, read_mask, set_masks
+from rl_tickets.masks import is_target, online_name, online_weights, prunable_names, read_mask, set_masks
 from rl_tickets.policies import POLICIES, policy_optimizers
 from rl_tickets.trainers import CurveSink, LevelOutcome, LevelPlan, MaskSchedule, bisect_scale
 
@@ -164,12 +165,7 @@ class _MaskUpdates(BaseCallback):
         if step // self.every != self.last:
             self.last = step // self.every
             policy = self.model.policy
-            weights = {
-                n: p.detach().cpu()
-                for n, p in policy.named_parameters()
-                if n in set(prunable_names(policy, True))
-            }
-            mask = self.schedule(step, weights)
+            mask = self.schedule(step, online_weights(policy, include_biases=True))
             if mask is not None:
                 set_masks(policy, mask)
         return True
@@ -466,6 +462,16 @@ class SB3Trainer:
         finally:
             env.close()
 
+    @cached_property
+    def _reference(self) -> BaseAlgorithm:
+        """One light agent built once, to read layer names and shapes (not rebuilt per call)."""
+        return self._template(0)
+
+    @cached_property
+    def _online_names(self) -> list[str]:
+        """Names of the online policy parameters (targets excluded)."""
+        return [n for n, _ in self._reference.policy.named_parameters() if not is_target(n)]
+
     def load_params(self, checkpoint: Path) -> dict[str, torch.Tensor]:
         """All online policy parameters of a saved agent (CPU).
 
@@ -473,8 +479,7 @@ class SB3Trainer:
         """
         _, params, _ = load_from_zip_file(checkpoint, device="cpu")
         state = params["policy"]
-        names = self.fresh_params(0).keys()
-        return {n: state[n].detach().clone() for n in names}
+        return {n: state[n].detach().clone() for n in self._online_names}
 
     def fresh_params(self, seed: int, width_scale: float = 1.0) -> dict[str, torch.Tensor]:
         """All online parameters of a freshly initialised agent with this seed.
@@ -491,11 +496,11 @@ class SB3Trainer:
         :param params: online parameters by name.
         :param include_biases: include biases.
         """
-        return [n for n in prunable_names(self._template(0).policy, include_biases) if n in params]
+        return [n for n in prunable_names(self._reference.policy, include_biases) if n in params]
 
     def describe(self) -> dict[str, Any]:
         """Input layers (weights reading the observation directly), actor/critic layers, obs names."""
-        policy = self._template(0).policy
+        policy = self._reference.policy
         names = prunable_names(policy)
         obs_dim = int(np.prod(self.observation_space.shape))
         extractor_params = any("features_extractor" in n for n, _ in policy.named_parameters())

@@ -38,7 +38,6 @@ from rl_tickets.config import ConfigError, DataConfig, EvalConfig, ModelConfig, 
 from rl_tickets.data import Dataset, Split, load_dataset
 from rl_tickets.masks import (
     attach_masks,
-    density,
     enforce_after_steps,
     prunable_names,
     read_mask,
@@ -273,10 +272,8 @@ class SupervisedTrainer:
         if plan.mask is not None:
             set_masks(model, plan.mask)
         # The hook re-zeroes pruned weights after every update: Adam's moments would revive them.
-        # While nothing is pruned it only multiplies by ones (a few % of a LeNet step), so a dense run
-        # goes without it unless a mask schedule may prune during the level.
-        if plan.mask_schedule is not None or density(read_mask(model, include_biases=True)) < 1.0:
-            enforce_after_steps(model, [optimizer])
+        # It touches only tensors whose mask prunes something, so a dense level costs nothing.
+        enforce_after_steps(model, [optimizer])
         # A restored optimizer state carries the lr it was saved with (a fine-tuned level's constant one).
         lr = self.train_cfg.lr if plan.constant_lr is None else plan.constant_lr
         for group in optimizer.param_groups:
