@@ -39,6 +39,29 @@ from rl_tickets.mask_analysis import analyse_masks, has_mask_plot, masks_markdow
 from rl_tickets.report_format import fmt_density, fmt_num, md_table, percent_formatter
 from rl_tickets.results import DENSE, TICKET, Experiment, discover, variant_order, warn
 
+# Five seeds at least: below that a verdict rests on too little (and the sign-flip test needs six).
+DEFAULT_MIN_SEEDS = 5
+
+
+@dataclass(frozen=True)
+class ReportOptions:
+    """Knobs of the report.
+
+    :param min_seeds: fewer paired seeds than this gives "not enough seeds".
+    :param tolerance: relative non-inferiority margin for "matches dense" (fraction of the dense mean).
+    :param n_resamples: bootstrap resamples of the descriptive CIs.
+    :param alpha: two-sided level of the verdict tests.
+    :param test: ``t`` (paired t-test) or ``signflip`` (exact sign-flip permutation test).
+    :param holm: Holm-adjust p-values within each question of an experiment.
+    """
+
+    min_seeds: int = DEFAULT_MIN_SEEDS
+    tolerance: float = stats.DEFAULT_TOLERANCE
+    n_resamples: int = stats.DEFAULT_N_RESAMPLES
+    alpha: float = stats.DEFAULT_ALPHA
+    test: str = "t"
+    holm: bool = False
+
 
 def per_seed_table(exp: Experiment) -> pd.DataFrame:
     """One row per (seed, level, variant) with ``density`` and ``value`` (the metric).
@@ -46,7 +69,8 @@ def per_seed_table(exp: Experiment) -> pd.DataFrame:
     A level logged twice (e.g. a resumed run appending) keeps its last row.
 
     :param exp: the experiment.
-    :return: columns ``seed, level, variant, density, value``.
+    :return: columns ``seed, level, variant, density, value, secondary`` (``secondary``: the
+        experiment's second metric, e.g. the final test accuracy; NaN where there is none).
     """
     frames = []
     for chain in exp.chains:
@@ -63,11 +87,12 @@ def per_seed_table(exp: Experiment) -> pd.DataFrame:
                 "variant": df["variant"].astype(str),
                 "density": pd.to_numeric(df.get("density", np.nan), errors="coerce"),
                 "value": pd.to_numeric(df[exp.metric], errors="coerce"),
+                "secondary": pd.to_numeric(df.get(exp.secondary or "", np.nan), errors="coerce"),
             }
         )
         frames.append(rows.dropna(subset=["level"]))
     if not frames:
-        return pd.DataFrame(columns=["seed", "level", "variant", "density", "value"])
+        return pd.DataFrame(columns=["seed", "level", "variant", "density", "value", "secondary"])
     table = pd.concat(frames, ignore_index=True)
     table["level"] = table["level"].astype(int)
     table = table.drop_duplicates(subset=["seed", "level", "variant"], keep="last")
@@ -79,14 +104,34 @@ def summary_table(per_seed: pd.DataFrame, n_resamples: int = stats.DEFAULT_N_RES
 
     :param per_seed: output of :func:`per_seed_table`.
     :param n_resamples: bootstrap resamples.
-    :return: columns ``level, variant, density, n, mean, std, iqm, ci_low, ci_high``.
+    :return: columns ``level, variant, density, n, mean, std, iqm, ci_low, ci_high, secondary_mean``.
     """
-    columns = ["level", "variant", "density", "n", "mean", "std", "iqm", "ci_low", "ci_high"]
+    columns = [
+        "level",
+        "variant",
+        "density",
+        "n",
+        "mean",
+        "std",
+        "iqm",
+        "ci_low",
+        "ci_high",
+        "secondary_mean",
+    ]
     rows = []
     order = {v: i for i, v in enumerate(variant_order(per_seed["variant"]))}
     for (level, variant), group in per_seed.groupby(["level", "variant"], sort=False):
         summary = stats.summarise(group["value"], n_resamples=n_resamples)
-        rows.append({"level": level, "variant": variant, "density": group["density"].mean(), **summary})
+        secondary = pd.to_numeric(group.get("secondary", pd.Series(dtype=float)), errors="coerce")
+        rows.append(
+            {
+                "level": level,
+                "variant": variant,
+                "density": group["density"].mean(),
+                **summary,
+                "secondary_mean": float(secondary.mean()) if secondary.notna().any() else float("nan"),
+            }
+        )
     table = pd.DataFrame(rows, columns=columns)
     table["_order"] = table["variant"].map(order)
     return table.sort_values(["level", "_order"], ignore_index=True).drop(columns="_order")
@@ -99,22 +144,23 @@ def _per_seed_values(per_seed: pd.DataFrame, level: int, variant: str, seeds: Se
     return np.array([by_seed.get(s, np.nan) for s in seeds], dtype=float)
 
 
-def verdict_table(
-    per_seed: pd.DataFrame,
-    min_seeds: int = 3,
-    tolerance: float = 0.0,
-    n_resamples: int = stats.DEFAULT_N_RESAMPLES,
-) -> pd.DataFrame:
+def verdict_table(per_seed: pd.DataFrame, options: ReportOptions | None = None) -> pd.DataFrame:
     """Paired verdicts per pruned level: ticket vs dense (level-0 ticket) and vs each control.
 
+    With ``options.holm`` the p-values of each question ("matches dense?" over the levels; "beats
+    <control>?" over levels and controls) are Holm-adjusted within the experiment before the verdict.
+
     :param per_seed: output of :func:`per_seed_table`.
-    :param min_seeds: fewer paired seeds than this gives "not enough seeds".
-    :param tolerance: relative non-inferiority margin for "matches dense".
-    :param n_resamples: bootstrap resamples.
-    :return: columns ``level, density, comparison, question, n, diff_mean, ci_low, ci_high,
-        verdict``; ``comparison`` is ``"dense"`` or a control name.
+    :param options: test, alpha, minimum seeds, tolerance and Holm correction.
+    :return: columns ``level, density, comparison, question, test, n, diff_mean, ci_low, ci_high,
+        margin, p_value, p_below, p_value_holm, p_below_holm, verdict``; the ``*_holm`` columns are
+        filled only with ``options.holm``; ``comparison`` is ``"dense"`` or a control name.
     """
-    columns = ["level", "density", "comparison", "question", "n", "diff_mean", "ci_low", "ci_high", "verdict"]
+    options = options or ReportOptions()
+    columns = [
+        "level", "density", "comparison", "question", "test", "n", "diff_mean",
+        "ci_low", "ci_high", "margin", "p_value", "p_below", "p_value_holm", "p_below_holm", "verdict",
+    ]  # fmt: skip
     seeds = sorted(per_seed["seed"].unique())
     tickets = per_seed[(per_seed["variant"] == TICKET) & (per_seed["level"] > 0)]
     rows = []
@@ -129,10 +175,11 @@ def verdict_table(
             result = stats.paired_verdict(
                 ticket,
                 other,
-                min_seeds,
+                options.min_seeds,
                 question=question,
-                tolerance=tolerance,
-                n_resamples=n_resamples,
+                tolerance=options.tolerance,
+                alpha=options.alpha,
+                test=options.test,
             )
             rows.append(
                 {
@@ -140,25 +187,75 @@ def verdict_table(
                     "density": density,
                     "comparison": name,
                     "question": question,
+                    "test": result.test,
                     "n": result.n,
                     "diff_mean": result.diff_mean,
                     "ci_low": result.ci_low,
                     "ci_high": result.ci_high,
+                    "margin": result.margin,
+                    "p_value": result.p_value,
+                    "p_below": result.p_below,
+                    "p_value_holm": float("nan"),
+                    "p_below_holm": float("nan"),
                     "verdict": result.verdict,
                 }
             )
-    return pd.DataFrame(rows, columns=columns)
+    table = pd.DataFrame(rows, columns=columns)
+    if options.holm and not table.empty:
+        _apply_holm(table, options)
+    return table
+
+
+def _apply_holm(table: pd.DataFrame, options: ReportOptions) -> None:
+    """Holm-adjust p-values within each question and recompute the verdicts from them (in place).
+
+    "matches dense?" has two one-sided tests per level (matches, below dense): each is its own family.
+    """
+    for question in ("matches", "beats"):
+        rows = table.index[(table["question"] == question) & table["p_value"].notna()]
+        if rows.empty:
+            continue
+        table.loc[rows, "p_value_holm"] = stats.holm(table.loc[rows, "p_value"].to_numpy(float))
+        if question == "matches":
+            table.loc[rows, "p_below_holm"] = stats.holm(table.loc[rows, "p_below"].to_numpy(float))
+        for i in rows:
+            p = table.at[i, "p_value_holm"]
+            table.at[i, "verdict"] = (
+                stats.beats_verdict(table.at[i, "diff_mean"], p, options.alpha)
+                if question == "beats"
+                else stats.matches_verdict(p, table.at[i, "p_below_holm"], options.alpha)
+            )
+
+
+def _evidence_p(row: pd.Series) -> float:
+    """The p-value behind a row's verdict: the "below dense" side for that verdict, Holm-adjusted if applied."""
+    below = row["verdict"] == stats.BELOW_DENSE
+    holm = row["p_below_holm"] if below else row["p_value_holm"]
+    return holm if np.isfinite(holm) else (row["p_below"] if below else row["p_value"])
 
 
 def _verdict_cell(row: pd.Series) -> str:
-    """``better: +12.3 [+4.5, +20.1] (n=5)``, or just the verdict when there is no interval."""
+    """``better: +12.3 [+4.5, +20.1], p=0.003 (n=5)``; no p-value without enough seeds."""
     ci = f" [{fmt_num(row['ci_low'], True)}, {fmt_num(row['ci_high'], True)}]"
     ci = "" if not np.isfinite(row["ci_low"]) else ci
-    return f"{row['verdict']}: {fmt_num(row['diff_mean'], True)}{ci} (n={row['n']})"
+    p = _evidence_p(row)
+    p_text = "" if not np.isfinite(p) else f", p={fmt_p(p)}"
+    return f"{row['verdict']}: {fmt_num(row['diff_mean'], True)}{ci}{p_text} (n={row['n']})"
+
+
+def fmt_p(p: float) -> str:
+    """A p-value with two significant digits, ``<0.0001`` below that."""
+    return "<0.0001" if p < 1e-4 else f"{p:.2g}"
+
+
+TEST_NAMES = {
+    "t": "paired t-test on the per-seed differences",
+    "signflip": "exact sign-flip permutation test on the per-seed differences",
+}
 
 
 def summary_markdown(
-    exp: Experiment, summary: pd.DataFrame, verdicts: pd.DataFrame, min_seeds: int, tolerance: float
+    exp: Experiment, summary: pd.DataFrame, verdicts: pd.DataFrame, options: ReportOptions
 ) -> str:
     """The text of ``summary.md``: metric table, verdict table, their rules and the plot."""
     meta = exp.meta
@@ -167,8 +264,10 @@ def summary_markdown(
         f"# {exp.label}\n",
         f"- task: {meta.get('task', '?')}, {learner_of(meta)}, {'data' if meta.get('task') == 'supervised' else 'env'}: "
         f"{meta.get('env', '?')}",
-        f"- metric: `{exp.metric}`; seeds: {seeds}; chain hash: `{exp.chain_hash}`",
-        "- statistics: mean and IQM over seeds; 95% percentile-bootstrap CI of the mean over seeds\n",
+        f"- metric: `{exp.metric}`"
+        + (f" (also shown: mean `{exp.secondary}`)" if exp.secondary else "")
+        + f"; seeds: {seeds}; chain hash: `{exp.chain_hash}`",
+        "- statistics (descriptive): mean, sd and IQM over seeds; 95% percentile-bootstrap CI of the mean over seeds\n",
         "## Metric by density\n",
     ]
     if summary.empty:
@@ -181,21 +280,35 @@ def summary_markdown(
             fmt_density(r.density),
             r.n,
             fmt_num(r.mean),
+            fmt_num(r.std),
             fmt_num(r.iqm),
             f"[{fmt_num(r.ci_low)}, {fmt_num(r.ci_high)}]",
         ]
+        + ([fmt_num(r.secondary_mean)] if exp.secondary else [])
         for r in summary.itertuples()
     ]
-    out.append(md_table(["level", "variant", "density", "n", "mean", "IQM", "95% CI"], rows))
+    headers = ["level", "variant", "density", "n", "mean", "sd", "IQM", "95% CI"]
+    out.append(md_table(headers + ([f"mean {exp.secondary}"] if exp.secondary else []), rows))
+    confidence = f"{100 * (1 - options.alpha):g}%"
+    min_n = max(options.min_seeds, stats.min_seeds_for(options.test, options.alpha))
     out += [
         "## Verdicts\n",
-        "Paired per-seed differences *ticket − comparison* at each level: mean and 95% bootstrap CI.",
-        f"- **matches dense?** (Frankle & Carbin): compared with the level-0 dense network, margin "
-        f"m = {tolerance:g} × |dense mean|: *matches* if CI low ≥ −m, *below dense* if CI high < −m, "
-        "else *inconclusive*.",
-        "- **beats <control>?** (Yu et al.): *better* if CI low > 0, *worse* if CI high < 0, "
+        f"Test: **{TEST_NAMES[options.test]}** (*ticket − comparison*, one difference per seed), "
+        f"alpha = {options.alpha:g}. Each cell: verdict, mean difference, its {confidence} t-interval, "
+        "p-value, number of paired seeds n."
+        + (
+            " p-values are **Holm-adjusted** within each question across this experiment's levels and controls."
+            if options.holm
+            else " No correction for multiple comparisons (`--holm` applies Holm's)."
+        ),
+        f"- **matches dense?** (Frankle & Carbin): non-inferiority against the level-0 dense network with margin "
+        f'm = {options.tolerance:g} × |dense mean|: *matches* if "mean difference ≤ −m" is rejected one-sided '
+        f'at alpha/2 = {options.alpha / 2:g} (p shown), *below dense* if "mean difference ≥ −m" is rejected at '
+        "alpha/2, else *inconclusive*. A ticket that clearly beats dense also matches.",
+        f'- **beats <control>?** (Yu et al.): two-sided test of "mean difference = 0" at alpha, split into '
+        f"its sides: *better* or *worse* (each at most alpha/2 = {options.alpha / 2:g} under the null), "
         "else *no difference*.",
-        f"- fewer than {min_seeds} paired seeds: *not enough seeds*.\n",
+        f"- fewer than {min_n} paired seeds: *not enough seeds*.\n",
     ]
     if verdicts.empty:
         out.append("No pruned levels yet.\n")
@@ -280,20 +393,6 @@ def plot_metric_vs_density(summary: pd.DataFrame, path: Path, ylabel: str, title
     fig.savefig(path, dpi=120)
 
 
-@dataclass(frozen=True)
-class ReportOptions:
-    """Knobs of the report.
-
-    :param min_seeds: fewer paired seeds than this gives "not enough seeds".
-    :param tolerance: relative margin for "matches dense" (0 = ticket at least as good).
-    :param n_resamples: bootstrap resamples.
-    """
-
-    min_seeds: int = 3
-    tolerance: float = 0.0
-    n_resamples: int = stats.DEFAULT_N_RESAMPLES
-
-
 def safe_name(label: str) -> str:
     """A directory name for an experiment label (no separators or shell-hostile characters)."""
     return re.sub(r"[^A-Za-z0-9._=+-]+", "_", label).strip("._") or "experiment"
@@ -310,13 +409,11 @@ def write_experiment(exp: Experiment, out_dir: Path, options: ReportOptions) -> 
     out_dir.mkdir(parents=True, exist_ok=True)
     per_seed = per_seed_table(exp)
     summary = summary_table(per_seed, options.n_resamples)
-    verdicts = verdict_table(per_seed, options.min_seeds, options.tolerance, options.n_resamples)
+    verdicts = verdict_table(per_seed, options)
     per_seed.to_csv(out_dir / "per_seed.csv", index=False)
     summary.to_csv(out_dir / "summary.csv", index=False)
     verdicts.to_csv(out_dir / "verdicts.csv", index=False)
-    (out_dir / "summary.md").write_text(
-        summary_markdown(exp, summary, verdicts, options.min_seeds, options.tolerance)
-    )
+    (out_dir / "summary.md").write_text(summary_markdown(exp, summary, verdicts, options))
     if not summary.empty:
         title = f"{exp.label} ({learner_of(exp.meta).split(': ')[1]}, {exp.meta.get('env', '?')})"
         plot_metric_vs_density(summary, out_dir / plot_name(exp), exp.metric, title)
@@ -377,13 +474,33 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("root", type=Path, help="results root (holds chains/)")
     parser.add_argument("--out", type=Path, default=None, help="output directory (default: ROOT/report)")
     parser.add_argument(
-        "--min-seeds", type=int, default=3, help="paired seeds needed for a verdict (default: 3)"
+        "--min-seeds",
+        type=int,
+        default=DEFAULT_MIN_SEEDS,
+        help=f"paired seeds needed for a verdict (default: {DEFAULT_MIN_SEEDS}; the sign-flip test needs 6 at alpha 0.05)",
     )
     parser.add_argument(
         "--tolerance",
         type=float,
-        default=0.0,
-        help="'matches dense' margin as a fraction of the dense mean (default: 0 = at least as good)",
+        default=stats.DEFAULT_TOLERANCE,
+        help=f"'matches dense' non-inferiority margin as a fraction of the dense mean (default: {stats.DEFAULT_TOLERANCE})",
+    )
+    parser.add_argument(
+        "--alpha",
+        type=float,
+        default=stats.DEFAULT_ALPHA,
+        help=f"two-sided level of the verdict tests (default: {stats.DEFAULT_ALPHA})",
+    )
+    parser.add_argument(
+        "--test",
+        choices=stats.TESTS,
+        default="t",
+        help="paired t-test (default) or exact sign-flip permutation test",
+    )
+    parser.add_argument(
+        "--holm",
+        action="store_true",
+        help="Holm-correct the p-values within each question across an experiment's levels and controls",
     )
     parser.add_argument(
         "--n-resamples", type=int, default=stats.DEFAULT_N_RESAMPLES, help="bootstrap resamples"
@@ -406,7 +523,21 @@ def main(argv: list[str] | None = None) -> int:
     if not experiments:
         print(f"rl-tickets-report: no chains with a meta.json under {root / 'chains'}", file=sys.stderr)
         return 2
-    options = ReportOptions(args.min_seeds, args.tolerance, args.n_resamples)
+    if not 0.0 < args.alpha < 1.0:
+        print(
+            f"rl-tickets-report: --alpha={args.alpha} must lie strictly between 0 and 1 (e.g. 0.05)",
+            file=sys.stderr,
+        )
+        return 2
+    if args.tolerance < 0:
+        print(
+            f"rl-tickets-report: --tolerance={args.tolerance} must be >= 0 (e.g. 0.05 accepts a 5% loss)",
+            file=sys.stderr,
+        )
+        return 2
+    options = ReportOptions(
+        args.min_seeds, args.tolerance, args.n_resamples, args.alpha, args.test, args.holm
+    )
     out: Path = args.out if args.out is not None else root / "report"
     entries = [write_experiment(exp, out / safe_name(exp.label), options) for exp in experiments]
     (out / "index.md").write_text(index_markdown(entries, root))

@@ -114,7 +114,8 @@ class SupervisedTrainer:
     """Trains image classifiers level by level; see :class:`rl_tickets.trainers.Trainer`."""
 
     unit = "iterations"
-    metric = "test_accuracy"
+    # Frankle & Carbin 2019 report test accuracy at the early-stopping iteration (minimum validation loss).
+    metric = "test_accuracy_at_early_stop"
     columns = (
         "iterations",
         "early_stop_iteration",
