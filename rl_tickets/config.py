@@ -75,7 +75,7 @@ class PruneConfig:
 
     levels: int = 3
     rate: float = 0.2
-    scope: str = "layer"
+    scope: str = "global"
     schedule: str = "iterative"
     criterion: str = "magnitude"
     distribution: str = "uniform"

@@ -46,7 +46,7 @@ class PruneSpec:
     """
 
     rate: float = 0.2
-    scope: str = "layer"
+    scope: str = "global"
     overrides: Mapping[str, float] = field(default_factory=dict)
     exclude: Sequence[str] = ()
     criterion: str = "magnitude"

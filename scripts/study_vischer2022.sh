@@ -1,0 +1,21 @@
+#!/usr/bin/env bash
+# The reproduction behind docs/results/vischer2022_cartpole.md (issue 10), and the scope comparison behind
+# the default prune.scope=global:
+#   1. experiment=vischer2022_cartpole: PPO CartPole (zoo settings, 100k steps per level), global IMP at 20%
+#      per level for 15 levels (3.5% density), rewound to init, ticket + permute, random_mask, random_reinit,
+#      seeds 0-4 (5 x 61 trainings);
+#   2. the same chain with prune.scope=layer, 14 levels (4.4%), seeds 0-2, ticket only (the global arm is
+#      chain 1's ticket: levels and controls are not part of a chain's identity, so they share directories).
+# Both write into STUDY_ROOT (default ./study, ignored by git) and resume where they stopped. About 3.5
+# CPU-hours; the two sweeps run side by side (2 + 1 joblib jobs) on a 2-core machine in about 2 hours.
+set -euo pipefail
+ROOT="${STUDY_ROOT:-study}"
+COMMON=(root="$ROOT" logger.mode=offline hydra/launcher=joblib)
+rl-tickets --multirun experiment=vischer2022_cartpole seed=0,1,2,3,4 \
+  hydra.launcher.n_jobs="${STUDY_JOBS:-2}" "${COMMON[@]}" &
+vischer=$!
+rl-tickets --multirun seed=0,1,2 prune.scope=layer prune.levels=14 eval.every=0 name=scope_layer_cartpole \
+  hydra.launcher.n_jobs=1 "${COMMON[@]}" &
+layer=$!
+wait "$vischer" "$layer"
+python scripts/report_vischer2022.py "$ROOT" --out docs/results
