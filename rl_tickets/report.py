@@ -234,7 +234,7 @@ def _evidence_p(row: pd.Series) -> float:
     return holm if np.isfinite(holm) else (row["p_below"] if below else row["p_value"])
 
 
-def _verdict_cell(row: pd.Series) -> str:
+def verdict_cell(row: pd.Series) -> str:
     """``better: +12.3 [+4.5, +20.1], p=0.003 (n=5)``; no p-value without enough seeds."""
     ci = f" [{fmt_num(row['ci_low'], True)}, {fmt_num(row['ci_high'], True)}]"
     ci = "" if not np.isfinite(row["ci_low"]) else ci
@@ -319,7 +319,7 @@ def summary_markdown(
         ]
         rows = []
         for level, group in verdicts.groupby("level"):
-            cells = {r["comparison"]: _verdict_cell(r) for _, r in group.iterrows()}
+            cells = {r["comparison"]: verdict_cell(r) for _, r in group.iterrows()}
             rows.append(
                 [level, fmt_density(group["density"].iloc[0])] + [cells.get(c, "–") for c in comparisons]
             )

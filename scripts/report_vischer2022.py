@@ -1,0 +1,190 @@
+"""Tables behind docs/results/vischer2022_cartpole.md, from a results root written by
+scripts/study_vischer2022.sh.
+
+    python scripts/report_vischer2022.py STUDY_ROOT [--out docs/results/vischer2022]
+
+Writes under ``--out``:
+- the standard report (``rl-tickets-report STUDY_ROOT --out OUT``): one folder per experiment
+  (``vischer2022_cartpole``, ``scope_layer_cartpole``) with summary.md, verdicts, plots and masks.md;
+- ``normalised.md``/``.csv``: every variant's return divided by its seed's dense return, mean ± sd over
+  seeds, per level (the paper plots normalised performance);
+- ``scope.md``/``.csv``: global against layer-wise pruning on the default job (seeds both arms share),
+  per level: density, return mean ± sd, and the per-layer density of the action and value heads;
+- ``inputs.md``: per level, how many seeds keep each CartPole observation dimension connected in the
+  ticket (any surviving outgoing weight in the first layer of the actor or the critic).
+
+Reads levels from each level's metrics.json and mask.pt, so it also works on a study still running.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+from pathlib import Path
+
+import pandas as pd
+import torch
+
+from rl_tickets import report
+from rl_tickets.report_format import fmt_density, md_table
+
+GLOBAL = "vischer2022_cartpole"
+LAYER = "scope_layer_cartpole"
+VARIANTS = ("ticket", "permute", "random_mask", "random_reinit")
+HEADS = ("action_net.weight", "value_net.weight")
+FIRST_LAYERS = ("mlp_extractor.policy_net.0.weight", "mlp_extractor.value_net.0.weight")
+
+
+def chains_named(root: Path, name: str) -> dict[int, Path]:
+    """Seed -> chain directory of every chain whose meta.json carries ``name``."""
+    found = {}
+    for meta_path in sorted((root / "chains").glob("*/seed_*/meta.json")):
+        meta = json.loads(meta_path.read_text())
+        if meta.get("name") == name:
+            found[int(meta["seed"])] = meta_path.parent
+    return found
+
+
+def level_rows(chain: Path, seed: int) -> list[dict]:
+    """One row per finished (level, variant) of a chain, level 0 from its dense directory."""
+    meta = json.loads((chain / "meta.json").read_text())
+    dirs = [Path(meta["dense_dir"]) / "level_00" / "ticket"] + sorted(chain.glob("level_*/*"))
+    rows = []
+    for directory in dirs:
+        if not (directory / "COMPLETE").exists():
+            continue
+        metrics = json.loads((directory / "metrics.json").read_text())
+        mask = torch.load(directory / "mask.pt", weights_only=True)
+        row = {
+            "seed": seed,
+            "level": metrics["level"],
+            "variant": metrics["variant"],
+            "density": metrics["density"],
+            "return": metrics["eval_return_mean"],
+        }
+        for name in HEADS:
+            row[name] = float(mask[name].float().mean()) if name in mask else float("nan")
+        alive = torch.zeros(4, dtype=torch.bool)
+        for name in FIRST_LAYERS:
+            if name in mask:
+                alive |= mask[name].any(dim=0)
+        row["inputs_alive"] = "".join("1" if a else "0" for a in alive.tolist())
+        rows.append(row)
+    return rows
+
+
+def table(root: Path, name: str) -> pd.DataFrame:
+    """Every finished level of every seed of the experiment ``name``."""
+    rows = [r for seed, chain in chains_named(root, name).items() for r in level_rows(chain, seed)]
+    return pd.DataFrame(rows)
+
+
+def mean_sd(values: pd.Series) -> str:
+    """``mean ± sd (n)`` of a column."""
+    if values.empty:
+        return "–"
+    sd = f" ± {values.std(ddof=1):.3g}" if len(values) > 1 else ""
+    return f"{values.mean():.3g}{sd} ({len(values)})"
+
+
+def normalised(df: pd.DataFrame) -> pd.DataFrame:
+    """Return over the same seed's dense return, per (level, variant)."""
+    dense = df[(df["level"] == 0)].set_index("seed")["return"]
+    out = df.copy()
+    out["normalised"] = out["return"] / out["seed"].map(dense)
+    return out
+
+
+def normalised_markdown(df: pd.DataFrame) -> tuple[str, pd.DataFrame]:
+    """Mean ± sd (n) of normalised return per level and variant."""
+    df = normalised(df)
+    summary = (
+        df.groupby(["level", "variant"])
+        .agg(
+            density=("density", "mean"),
+            mean=("normalised", "mean"),
+            sd=("normalised", "std"),
+            n=("seed", "count"),
+        )
+        .reset_index()
+    )
+    rows = []
+    for level, group in df.groupby("level"):
+        cells = [mean_sd(group[group["variant"] == v]["normalised"]) for v in VARIANTS]
+        rows.append([level, fmt_density(group["density"].mean()), *cells])
+    text = md_table(["level", "density", *VARIANTS], rows)
+    return text, summary
+
+
+def scope_markdown(global_df: pd.DataFrame, layer_df: pd.DataFrame) -> tuple[str, pd.DataFrame]:
+    """Global vs layer-wise tickets on the seeds both arms have, per level."""
+    seeds = sorted(set(layer_df["seed"]) & set(global_df["seed"]))
+    frames = []
+    for scope, df in (("global", global_df), ("layer", layer_df)):
+        ticket = df[(df["variant"] == "ticket") & df["seed"].isin(seeds)].copy()
+        ticket["scope"] = scope
+        frames.append(ticket)
+    both = pd.concat(frames, ignore_index=True)
+    last = int(layer_df["level"].max())
+    rows = []
+    for level in range(0, last + 1):
+        at = both[both["level"] == level]
+        cells = [level]
+        for scope in ("global", "layer"):
+            s = at[at["scope"] == scope]
+            cells += [
+                fmt_density(s["density"].mean()) if not s.empty else "–",
+                mean_sd(s["return"]),
+                fmt_density(s["action_net.weight"].mean()) if not s.empty else "–",
+                fmt_density(s["value_net.weight"].mean()) if not s.empty else "–",
+            ]
+        rows.append(cells)
+    headers = ["level"] + [
+        f"{scope}: {col}"
+        for scope in ("global", "layer")
+        for col in ("density", "return", "action_net", "value_net")
+    ]
+    return md_table(headers, rows), both
+
+
+def inputs_markdown(df: pd.DataFrame, names: list[str]) -> str:
+    """Per level: in how many seeds each observation dimension keeps a connection (ticket)."""
+    ticket = df[df["variant"] == "ticket"]
+    rows = []
+    for level, group in ticket.groupby("level"):
+        counts = [sum(code[i] == "1" for code in group["inputs_alive"]) for i in range(len(names))]
+        rows.append([level, fmt_density(group["density"].mean()), *[f"{c}/{len(group)}" for c in counts]])
+    return md_table(["level", "density", *names], rows)
+
+
+def main() -> None:
+    """Write every table."""
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("root", type=Path)
+    parser.add_argument("--out", type=Path, default=Path("docs/results/vischer2022"))
+    args = parser.parse_args()
+    args.out.mkdir(parents=True, exist_ok=True)
+    report.main([str(args.root), "--out", str(args.out)])
+    global_df, layer_df = table(args.root, GLOBAL), table(args.root, LAYER)
+    text, summary = normalised_markdown(global_df)
+    summary.to_csv(args.out / "normalised.csv", index=False)
+    (args.out / "normalised.md").write_text(
+        "# Return over the same seed's dense return (mean ± sd (n seeds))\n\n" + text
+    )
+    if not layer_df.empty:
+        text, both = scope_markdown(global_df, layer_df)
+        both.to_csv(args.out / "scope.csv", index=False)
+        (args.out / "scope.md").write_text(
+            "# Global vs layer-wise magnitude pruning, default job (ticket, mean ± sd (n seeds))\n\n"
+            "Head columns: the fraction of `action_net.weight` / `value_net.weight` kept.\n\n" + text
+        )
+    names = ["cart_position", "cart_velocity", "pole_angle", "pole_angular_velocity"]
+    (args.out / "inputs.md").write_text(
+        "# Observation dimensions still connected in the ticket (seeds keeping any first-layer weight)\n\n"
+        + inputs_markdown(global_df, names)
+    )
+    print(f"report_vischer2022: wrote {args.out}")
+
+
+if __name__ == "__main__":
+    main()
