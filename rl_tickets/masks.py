@@ -32,8 +32,8 @@ Mask = dict[str, torch.Tensor]
 
 MASKED_MODULES: tuple[type[nn.Module], ...] = (nn.Linear, nn.Conv2d)
 
-# SB3 names its target networks like this; a target carries its online network's mask and is
-# left out of ranking and of the density count.
+# SB3 names its target networks like this; a target carries its online network's mask (matched by
+# module, see online_twins) and is left out of ranking and of the density count.
 TARGET_PREFIXES: dict[str, str] = {
     "q_net_target.": "q_net.",
     "critic_target.": "critic.",
@@ -50,7 +50,10 @@ def is_target(name: str) -> bool:
 
 
 def online_name(name: str) -> str:
-    """Map a target-network parameter name to its online twin (identity for online names).
+    """Map a target-network name to the same path under its online network (identity for online names).
+
+    That path may reach a shared layer whose masks are keyed by another name: use :func:`online_twins`
+    to find the name a target's mask comes from.
 
     :param name: a parameter name.
     """
@@ -58,6 +61,28 @@ def online_name(name: str) -> str:
         if name.startswith(target):
             return online + name[len(target) :]
     return name
+
+
+def online_twins(module: nn.Module) -> dict[str, str]:
+    """Every target-network parameter's online twin, found by module: target name -> online name.
+
+    A target is built by the same constructor as its online network, so the twin of the layer at
+    ``critic_target.X`` is the layer at ``critic.X``. The twin is then named as :func:`prunable_names`
+    names it, which is how masks are keyed: a layer shared by two online networks (SAC/TD3's
+    ``share_features_extractor=True`` puts the actor's extractor inside the critic) is listed once,
+    under its first name (``actor.features_extractor...``), so a name-only mapping would miss it.
+
+    :param module: an SB3 policy (with or without target networks).
+    """
+    first_name = {id(sub): prefix for prefix, sub in module.named_modules()}
+    twins: dict[str, str] = {}
+    for prefix, sub in module.named_modules():
+        if not is_target(prefix + ".") or next(sub.parameters(recurse=False), None) is None:
+            continue
+        online = module.get_submodule(online_name(prefix + ".")[:-1])
+        for param_name, _ in sub.named_parameters(recurse=False):
+            twins[f"{prefix}.{param_name}"] = f"{first_name[id(online)]}.{param_name}"
+    return twins
 
 
 def attach_masks(module: nn.Module) -> None:
@@ -132,8 +157,9 @@ def set_masks(module: nn.Module, mask: Mapping[str, torch.Tensor]) -> None:
     unknown = set(mask) - {n for n in pairs if not is_target(n)}
     if unknown:
         raise KeyError(f"mask names not in the network: {sorted(unknown)[:5]}")
+    twins = online_twins(module)
     for name, (param, buffer) in pairs.items():
-        source = mask.get(online_name(name))
+        source = mask.get(twins.get(name, name))
         if source is None:
             buffer.fill_(1.0)
         else:

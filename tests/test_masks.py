@@ -18,6 +18,8 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
+import gymnasium as gym
+import numpy as np
 import pytest
 import torch
 from stable_baselines3 import A2C, DQN, PPO, SAC, TD3
@@ -25,6 +27,7 @@ from stable_baselines3.common.base_class import BaseAlgorithm
 from torch import nn
 from torch.nn.utils import prune as torch_prune
 
+from rl_tickets.envs import MinAtarCNN
 from rl_tickets.masks import (
     density,
     is_target,
@@ -238,6 +241,87 @@ def test_without_the_enforcement_hook_pruned_weights_come_back(algo: str) -> Non
     if TARGETS[algo]:
         # ...and the leak reaches the target networks through polyak updates / hard copies.
         assert any(n.startswith(TARGETS[algo]) for n in leaked)
+
+
+class TinyImages(gym.Env):
+    """Random 2x6x6 float "images" in [0, 1], random rewards, 16-step episodes: just enough for a CNN agent.
+
+    :param discrete: a Discrete(3) action space (DQN) instead of a Box(2) one (SAC, TD3).
+    """
+
+    def __init__(self, discrete: bool) -> None:
+        self.observation_space = gym.spaces.Box(0.0, 1.0, (2, 6, 6), np.float32)
+        self.action_space = (
+            gym.spaces.Discrete(3) if discrete else gym.spaces.Box(-1.0, 1.0, (2,), np.float32)
+        )
+        self.t = 0
+
+    def reset(self, *, seed: int | None = None, options: dict[str, Any] | None = None) -> tuple[Any, dict]:
+        super().reset(seed=seed)
+        self.t = 0
+        return self.observation_space.sample(), {}
+
+    def step(self, action: Any) -> tuple[Any, float, bool, bool, dict]:
+        self.t += 1
+        return self.observation_space.sample(), float(self.np_random.normal()), False, self.t >= 16, {}
+
+
+def twin_of(policy: nn.Module, name: str) -> nn.Module:
+    """The online layer a layer mirrors: itself when online, the same path under the online root for a target."""
+    for target, online in (
+        ("q_net_target.", "q_net."),
+        ("critic_target.", "critic."),
+        ("actor_target.", "actor."),
+    ):
+        if (name + ".").startswith(target):
+            return policy.get_submodule(online + name[len(target) :])
+    return policy.get_submodule(name)
+
+
+@pytest.mark.parametrize(
+    "algo,share", [("sac", True), ("sac", False), ("td3", True), ("td3", False), ("dqn", None)]
+)
+def test_cnn_targets_carry_their_online_modules_masks(algo: str, share: bool | None) -> None:
+    """Targets take the mask of the *module* they mirror, a shared features extractor included.
+
+    With ``share_features_extractor=True`` the critic's extractor *is* the actor's, listed once, under the
+    actor's name, while ``critic_target`` builds an extractor of its own: a target mask looked up by name
+    (``critic.features_extractor...``) found nothing and left that extractor dense.
+    """
+    kwargs: dict[str, Any] = {
+        "features_extractor_class": MinAtarCNN,
+        "features_extractor_kwargs": {"features_dim": 16},
+        "net_arch": [16],
+    }
+    if share is not None:
+        kwargs["share_features_extractor"] = share
+    updates = dict(learning_starts=32, train_freq=1, gradient_steps=1, batch_size=16, buffer_size=200)
+    if algo == "dqn":
+        updates |= dict(train_freq=4, target_update_interval=8)
+    model = CLASSES[algo](
+        POLICIES[algo],
+        TinyImages(discrete=algo == "dqn"),
+        seed=0,
+        device="cpu",
+        policy_kwargs=kwargs,
+        **updates,
+    )
+    mask = random_mask(model.policy)
+    assert any("features_extractor.cnn.0" in n for n in mask)
+    set_masks(model.policy, mask)
+    before = target_params(model)
+    model.learn(96)
+    assert model._n_updates >= 16, "too few gradient updates for the test to mean anything"
+    after = target_params(model)
+    assert any(not torch.equal(before[n], after[n]) for n in before), "targets never updated"
+    policy = model.policy
+    extractors = [n for n in masked_modules(policy) if is_target(n + ".") and "features_extractor" in n]
+    assert extractors, "no target features extractor to check"
+    for name, layer in masked_modules(policy).items():
+        keep = twin_of(policy, name).weight_mask.bool()
+        assert not bool(keep.all()), f"{name} mirrors an unpruned layer"
+        assert torch.equal(layer.weight_mask.bool(), keep), name
+        assert int((layer.weight.detach()[~keep] != 0).sum()) == 0, name
 
 
 @pytest.mark.parametrize("enforce", [False, True])

@@ -30,7 +30,7 @@ from torch import nn
 
 from rl_tickets.config import AlgoConfig, ConfigError, EnvConfig, EvalConfig
 from rl_tickets.envs import FEATURE_EXTRACTORS, check_wrappers, make_env, make_single
-from rl_tickets.masks import is_target, online_name, online_weights, prunable_names, read_mask, set_masks
+from rl_tickets.masks import is_target, online_twins, online_weights, prunable_names, read_mask, set_masks
 from rl_tickets.policies import POLICIES, policy_optimizers
 from rl_tickets.trainers import CurveSink, LevelOutcome, LevelPlan, MaskSchedule, bisect_scale
 
@@ -375,9 +375,8 @@ class SB3Trainer:
         named = dict(model.policy.named_parameters())
         for name, value in params.items():
             named[name].copy_(value.to(named[name].device))
-        for name, param in named.items():
-            if is_target(name):
-                param.copy_(named[online_name(name)])
+        for target, online in online_twins(model.policy).items():
+            named[target].copy_(named[online])
 
     @staticmethod
     def _freeze_schedules(model: BaseAlgorithm, lr: float) -> None:
