@@ -22,7 +22,18 @@ CHOICES: dict[str, tuple[str, ...]] = {
     "rewind.replay_buffer": ("empty", "restore"),
     "retrain.mode": ("rewind", "finetune", "lr_rewind"),
     "logger.mode": ("offline", "online", "disabled"),
-    "controls": ("reinit", "sign_reinit", "permute", "random_mask", "random_reinit", "small_dense"),
+    "controls": (
+        "reinit",
+        "sign_reinit",
+        "permute",
+        "random_mask",
+        "random_reinit",
+        "small_dense",
+        "supermask",
+        "random_supermask",
+    ),
+    "supermask.weights": ("init", "shared"),
+    "supermask.signs": ("ticket", "random"),
 }
 
 
@@ -126,6 +137,15 @@ class EvalConfig:
 
 
 @dataclass
+class SupermaskConfig:
+    """Untrained evaluation of masks (the ``supermask`` and ``random_supermask`` controls)."""
+
+    samples: int = 10
+    weights: str = "init"
+    signs: str = "ticket"
+
+
+@dataclass
 class LoggerConfig:
     """Weights & Biases mirror of the local files."""
 
@@ -149,6 +169,7 @@ class Config:
     retrain: RetrainConfig = field(default_factory=RetrainConfig)
     train: TrainConfig = field(default_factory=TrainConfig)
     eval: EvalConfig = field(default_factory=EvalConfig)
+    supermask: SupermaskConfig = field(default_factory=SupermaskConfig)
     logger: LoggerConfig = field(default_factory=LoggerConfig)
     controls: list[str] = field(default_factory=list)
     # A chain directory (.../chains/<hash>/seed_<s>) whose ticket masks are applied here, level by level,
@@ -232,6 +253,8 @@ def validate(cfg: Config) -> None:
         )
     if cfg.retrain.finetune_lr <= 0:
         raise ConfigError(f"retrain.finetune_lr={cfg.retrain.finetune_lr} must be > 0")
+    if cfg.supermask.samples <= 0:
+        raise ConfigError(f"supermask.samples={cfg.supermask.samples} must be > 0 (weight draws per level)")
     if cfg.eval.episodes <= 0:
         raise ConfigError(f"eval.episodes={cfg.eval.episodes} must be > 0")
     if cfg.eval.every < 0:

@@ -34,7 +34,8 @@ from rl_tickets.config import CHOICES, Config, ConfigError, display_name
 from rl_tickets.identity import chain_identity, dense_identity, digest
 from rl_tickets.masks import Mask, dense_mask, layer_densities, load_mask, save_mask
 from rl_tickets.pruning import PruneSpec, next_mask, prunable
-from rl_tickets.retrain import ARCHITECTURE_CONTROLS, ControlInputs, build_control
+from rl_tickets.retrain import ARCHITECTURE_CONTROLS, ControlInputs, build_control, random_mask_like
+from rl_tickets.supermask import SUPERMASK_CONTROLS, DrawSpec, draw_params, draw_summary
 from rl_tickets.trainers import LevelOutcome, LevelPlan, Trainer
 from rl_tickets.trainers.sb3 import seed_for
 
@@ -201,7 +202,10 @@ class Runner:
                     continue
                 self._level(level, TICKET, self._ticket_plan)
                 for control in cfg.controls:
-                    self._level(level, control, lambda lv, c=control: self._control_plan(lv, c))
+                    if control in SUPERMASK_CONTROLS:
+                        self._untrained_level(level, control)
+                    else:
+                        self._level(level, control, lambda lv, c=control: self._control_plan(lv, c))
                 if cfg.transfer_from and (self._transfer_mask_path(level)).exists():
                     self._level(level, TRANSFER, self._transfer_plan)
             self.write_tables()
@@ -353,6 +357,50 @@ class Runner:
         plan.mask, plan.params = built.mask, built.params
         plan.record = {"control_seed": control_seed, "generator_seed": generator_seed}
         return plan
+
+    def _untrained_level(self, level: int, variant: str) -> None:
+        """A supermask control: ``supermask.samples`` weight draws under a mask, evaluated, never trained.
+
+        The draw settings are recorded in metrics.json; a finished level drawn with other settings is
+        evaluated again (nothing trained is lost, and it costs only evaluation).
+        """
+        final = self.paths.level(level, variant)
+        settings = asdict(self.cfg.supermask)
+        if is_complete(final) and self._metrics(level, variant)["extra"].get("supermask") == settings:
+            self.on_level(level, variant, self._row(level, variant))
+            return
+        ticket_mask = load_mask(self.paths.level(level, TICKET) / "mask.pt")
+        start_checkpoint = self._ticket_base(level).start
+        assert start_checkpoint is not None
+        start = self.trainer.load_params(start_checkpoint)
+        mask = ticket_mask
+        if variant == "random_supermask":
+            generator = torch.Generator().manual_seed(seed_for(self.cfg.seed, level, variant))
+            mask = random_mask_like(ticket_mask, generator)
+        spec = DrawSpec(self.cfg.supermask.weights, self.cfg.supermask.signs)
+        draws = []
+        # Draw d has one seed for both variants, so supermask and random_supermask are paired draw by draw.
+        for draw in range(self.cfg.supermask.samples):
+            draw_seed = seed_for(self.cfg.seed, level, "supermask", draw)
+            params = draw_params(spec, draw, mask, start, self.trainer.fresh_params(draw_seed))
+            value = self.trainer.evaluate_params(params, mask, start_checkpoint)
+            draws.append({"draw": draw, "seed": draw_seed, self.trainer.metric: value})
+        summary = draw_summary([d[self.trainer.metric] for d in draws])
+        outcome = LevelOutcome(
+            metrics=self.trainer.untrained_row(summary["mean"], summary["std"], summary["max"]),
+            extra={"supermask": settings, "draws": draws},
+        )
+        plan = LevelPlan(
+            start=start_checkpoint, steps=0, mask=mask, seed=seed_for(self.cfg.seed, level, variant)
+        )
+        partial = final.with_name(final.name + ".partial")
+        shutil.rmtree(partial, ignore_errors=True)
+        partial.mkdir(parents=True)
+        self._finish(partial, final, level, variant, plan, outcome, mask)
+        row = self._row(level, variant)
+        for mirror in self.mirrors:
+            mirror.level(variant, row)
+        self.on_level(level, variant, row)
 
     def _transfer_mask_path(self, level: int) -> Path:
         """The source chain's ticket mask at ``level``."""

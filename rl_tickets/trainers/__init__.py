@@ -123,3 +123,11 @@ class Trainer(Protocol):
     def describe(self) -> dict[str, Any]:
         """Facts for meta.json: input layers, actor/critic layers, observation names."""
         ...
+
+    def evaluate_params(self, params: dict[str, torch.Tensor], mask: Mask, start: Path | None) -> float:
+        """The headline metric of an untrained network with these parameters and mask (supermasks)."""
+        ...
+
+    def untrained_row(self, mean: float, std: float, best: float) -> dict[str, Any]:
+        """levels.csv metrics of an untrained level from the mean, spread and best of its draws."""
+        ...

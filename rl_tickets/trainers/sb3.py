@@ -30,7 +30,15 @@ from torch import nn
 
 from rl_tickets.config import AlgoConfig, ConfigError, EnvConfig, EvalConfig
 from rl_tickets.envs import FEATURE_EXTRACTORS, check_wrappers, make_env, make_single
-from rl_tickets.masks import is_target, online_twins, online_weights, prunable_names, read_mask, set_masks
+from rl_tickets.masks import (
+    Mask,
+    is_target,
+    online_twins,
+    online_weights,
+    prunable_names,
+    read_mask,
+    set_masks,
+)
 from rl_tickets.policies import POLICIES, policy_optimizers
 from rl_tickets.trainers import CurveSink, LevelOutcome, LevelPlan, MaskSchedule, bisect_scale
 
@@ -207,7 +215,8 @@ class SB3Trainer:
 
     unit = "timesteps"
     metric = "eval_return_mean"
-    columns = ("eval_return_mean", "eval_return_std", "timesteps")
+    # eval_return_max is filled for untrained (supermask) rows only: the best draw.
+    columns = ("eval_return_mean", "eval_return_std", "timesteps", "eval_return_max")
     checkpoint_name = "model.zip"
 
     def __init__(
@@ -530,3 +539,36 @@ class SB3Trainer:
             return sum(named[n].numel() for n in prunable_names(policy))
 
         return bisect_scale(count, n_weights)
+
+    def evaluate_params(self, params: dict[str, torch.Tensor], mask: Mask, start: Path | None) -> float:
+        """Mean deterministic return of an *untrained* agent with these parameters and this mask.
+
+        Supermask draws: nothing is trained or saved. With VecNormalize the statistics of ``start``
+        (the ticket's starting checkpoint) normalise the observations.
+
+        :param params: online parameters by name (targets follow).
+        :param mask: the mask applied before evaluating.
+        :param start: the checkpoint whose VecNormalize statistics apply, if any.
+        """
+        vecnorm = sidecar(start, "vecnormalize") if start is not None else None
+        env = make_env(self.env_cfg, seed=self.eval_seed, n_envs=1, normalize_from=vecnorm, training=False)
+        eval_env = make_env(
+            self.env_cfg, seed=self.eval_seed, n_envs=1, normalize_from=vecnorm, training=False
+        )
+        try:
+            model = self.build(env, self.eval_seed, light=True)
+            self._override(model, params)
+            set_masks(model.policy, mask)
+            return self.evaluate(model, eval_env)[0]
+        finally:
+            env.close()
+            eval_env.close()
+
+    def untrained_row(self, mean: float, std: float, best: float) -> dict[str, Any]:
+        """The levels.csv metrics of an untrained (supermask) level from its draws.
+
+        :param mean: mean return over draws.
+        :param std: standard deviation across draws.
+        :param best: the best draw's return.
+        """
+        return {"eval_return_mean": mean, "eval_return_std": std, "eval_return_max": best, "timesteps": 0}

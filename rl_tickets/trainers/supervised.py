@@ -37,6 +37,7 @@ from torch import nn
 from rl_tickets.config import ConfigError, DataConfig, EvalConfig, ModelConfig, TrainConfig
 from rl_tickets.data import Dataset, Split, load_dataset
 from rl_tickets.masks import (
+    Mask,
     attach_masks,
     enforce_after_steps,
     prunable_names,
@@ -432,3 +433,33 @@ class SupervisedTrainer:
             return sum(weights[n].numel() for n in prunable_names(skeleton))
 
         return bisect_scale(count, n_weights)
+
+    def evaluate_params(self, params: dict[str, torch.Tensor], mask: Mask, start: Path | None) -> float:
+        """Test accuracy of an *untrained* network with these parameters and this mask (supermasks).
+
+        :param params: parameters by name.
+        :param mask: the mask applied before evaluating.
+        :param start: unused (no input statistics to restore).
+        """
+        model = self._build(0, 1.0)
+        named = dict(model.named_parameters())
+        with torch.no_grad():
+            for name, value in params.items():
+                named[name].copy_(value.to(self.device))
+        set_masks(model, mask)
+        return evaluate(model, self.data.test)[1]
+
+    def untrained_row(self, mean: float, std: float, best: float) -> dict[str, Any]:
+        """The levels.csv metrics of an untrained (supermask) level: accuracy over draws, 0 iterations.
+
+        :param mean: mean test accuracy over draws.
+        :param std: standard deviation across draws (in metrics.json).
+        :param best: the best draw's accuracy (in metrics.json).
+        """
+        return {
+            "iterations": 0,
+            "test_accuracy_at_early_stop": mean,
+            "test_accuracy": mean,
+            "test_accuracy_std": std,
+            "test_accuracy_max": best,
+        }

@@ -1,0 +1,163 @@
+"""Supermask controls: masks evaluated under fresh weight draws, never trained."""
+
+from __future__ import annotations
+
+import csv
+import json
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+from typing import Any
+
+import pytest
+import torch
+from tiny import tiny_config
+
+from rl_tickets.config import Config, ConfigError, PruneConfig, RewindConfig, SupermaskConfig, validate
+from rl_tickets.masks import load_mask
+from rl_tickets.runner import ChainPaths, Runner
+from rl_tickets.supermask import SHARED_MAGNITUDES, DrawSpec, draw_params, signs_of
+from rl_tickets.trainers import CurveSink, LevelOutcome, LevelPlan
+from rl_tickets.trainers.sb3 import SB3Trainer
+
+PPO = {"n_steps": 64, "batch_size": 64, "n_epochs": 1}
+SAMPLES = 3
+
+
+def make_cfg(root: Path, **changes: Any) -> Config:
+    """A tiny PPO CartPole chain with one pruned level at 50%."""
+    return tiny_config(
+        root, "ppo", PPO, 256, RewindConfig(step=0), PruneConfig(levels=1, rate=0.5), net_arch=[8], **changes
+    )
+
+
+@dataclass
+class CountingTrainer:
+    """Delegates to a real trainer and counts the levels it trains."""
+
+    inner: SB3Trainer
+    trained: list[str] = field(default_factory=list)
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self.inner, name)
+
+    def train(self, plan: LevelPlan, out: Path, curve_sink: CurveSink | None = None) -> LevelOutcome:
+        """Count, then train."""
+        self.trained.append(f"{out.parent.name}/{out.name}")
+        return self.inner.train(plan, out, curve_sink)
+
+
+def trainer_for(cfg: Config) -> CountingTrainer:
+    """The counting SB3 trainer of a config."""
+    return CountingTrainer(SB3Trainer(cfg.algo, cfg.env, cfg.train.timesteps, cfg.eval, "cpu", eval_seed=7))
+
+
+@pytest.fixture(scope="module")
+def chain(tmp_path_factory: pytest.TempPathFactory) -> tuple[Config, CountingTrainer, Path]:
+    """A finished chain (ticket only), then the supermask controls added in a second run."""
+    root = tmp_path_factory.mktemp("supermask")
+    cfg = make_cfg(root)
+    Runner(cfg, trainer_for(cfg)).run()
+    cfg = replace(cfg, controls=["supermask", "random_supermask"], supermask=SupermaskConfig(samples=SAMPLES))
+    trainer = trainer_for(cfg)
+    directory = Runner(cfg, trainer).run()
+    return cfg, trainer, directory
+
+
+def rows(directory: Path) -> dict[str, dict[str, str]]:
+    """levels.csv rows of level 1 by variant."""
+    with open(directory / "levels.csv") as handle:
+        return {r["variant"]: r for r in csv.DictReader(handle) if r["level"] == "1"}
+
+
+def test_adding_supermask_controls_to_a_finished_chain_trains_nothing(chain: tuple) -> None:
+    _, trainer, directory = chain
+    assert trainer.trained == []
+    table = rows(directory)
+    for variant in ("supermask", "random_supermask"):
+        assert table[variant]["timesteps"] == "0"
+        assert float(table[variant]["eval_return_max"]) >= float(table[variant]["eval_return_mean"]) > 0
+        assert not (directory / "level_01" / variant / "model.zip").exists()
+    assert table["ticket"]["eval_return_max"] == ""  # trained rows have no draws
+
+
+def test_draws_are_recorded_differ_and_reproduce_from_their_seeds(chain: tuple) -> None:
+    cfg, trainer, directory = chain
+    level = directory / "level_01"
+    record = json.loads((level / "supermask" / "metrics.json").read_text())
+    draws = record["extra"]["draws"]
+    assert len(draws) == SAMPLES and len({d["seed"] for d in draws}) == SAMPLES
+    assert record["extra"]["supermask"] == {"samples": SAMPLES, "weights": "init", "signs": "ticket"}
+    values = [d["eval_return_mean"] for d in draws]
+    assert record["eval_return_mean"] == pytest.approx(sum(values) / SAMPLES)
+    assert record["eval_return_max"] == max(values)
+    # The same draw seeds pair the two variants.
+    random_draws = json.loads((level / "random_supermask" / "metrics.json").read_text())["extra"]["draws"]
+    assert [d["seed"] for d in random_draws] == [d["seed"] for d in draws]
+    # Rebuild draw 0 from its seed and the saved mask: the same return.
+    mask = load_mask(level / "supermask" / "mask.pt")
+    ticket = load_mask(level / "ticket" / "mask.pt")
+    assert all(torch.equal(mask[n], ticket[n]) for n in ticket)
+    start = ChainPaths.of(cfg).level(0, "ticket") / "init.zip"
+    params = trainer.inner.load_params(start)
+    fresh = [trainer.inner.fresh_params(d["seed"]) for d in draws]
+    first = draw_params(DrawSpec(), 0, mask, params, fresh[0])
+    assert trainer.inner.evaluate_params(first, mask, start) == draws[0]["eval_return_mean"]
+    second = draw_params(DrawSpec(), 1, mask, params, fresh[1])
+    assert any(not torch.equal(first[n], second[n]) for n in mask)
+
+
+def test_random_supermask_keeps_the_tickets_per_layer_counts(chain: tuple) -> None:
+    _, _, directory = chain
+    ticket = load_mask(directory / "level_01" / "ticket" / "mask.pt")
+    random = load_mask(directory / "level_01" / "random_supermask" / "mask.pt")
+    assert all(int(ticket[n].sum()) == int(random[n].sum()) for n in ticket)
+    assert any(not torch.equal(ticket[n], random[n]) for n in ticket)
+
+
+def test_changed_settings_evaluate_again_without_training(chain: tuple) -> None:
+    cfg, _, directory = chain
+    cfg = replace(cfg, supermask=SupermaskConfig(samples=2, weights="shared"))
+    trainer = trainer_for(cfg)
+    Runner(cfg, trainer).run()
+    assert trainer.trained == []
+    record = json.loads((directory / "level_01" / "supermask" / "metrics.json").read_text())
+    assert record["extra"]["supermask"]["weights"] == "shared" and len(record["extra"]["draws"]) == 2
+
+
+def _toy() -> tuple[dict[str, torch.Tensor], dict[str, torch.Tensor], dict[str, torch.Tensor]]:
+    """A mask, start weights with mixed signs, and fresh weights over a layer and its bias."""
+    gen = torch.Generator().manual_seed(0)
+    start = {"l.weight": torch.randn(6, 5, generator=gen), "l.bias": torch.randn(6, generator=gen)}
+    fresh = {"l.weight": torch.randn(6, 5, generator=gen), "l.bias": torch.randn(6, generator=gen)}
+    mask = {"l.weight": torch.rand(6, 5, generator=gen) > 0.5}
+    return mask, start, fresh
+
+
+@pytest.mark.parametrize("draw", [0, 1, 2, 4])
+def test_shared_gives_every_surviving_weight_one_magnitude_with_the_tickets_signs(draw: int) -> None:
+    mask, start, fresh = _toy()
+    params = draw_params(DrawSpec(weights="shared"), draw, mask, start, fresh)
+    kept = params["l.weight"][mask["l.weight"]]
+    assert torch.all(kept.abs() == SHARED_MAGNITUDES[draw % len(SHARED_MAGNITUDES)])
+    assert torch.equal(torch.sign(params["l.weight"]), signs_of(start["l.weight"]))
+    assert torch.equal(params["l.bias"], torch.zeros(6))
+
+
+def test_init_draws_keep_ticket_signs_or_their_own() -> None:
+    mask, start, fresh = _toy()
+    ticket = draw_params(DrawSpec(signs="ticket"), 0, mask, start, fresh)
+    assert torch.equal(ticket["l.weight"].abs(), fresh["l.weight"].abs())
+    assert torch.equal(torch.sign(ticket["l.weight"]), signs_of(start["l.weight"]))
+    assert torch.equal(ticket["l.bias"], fresh["l.bias"])  # biases as the policy initialises them
+    own = draw_params(DrawSpec(signs="random"), 0, mask, start, fresh)
+    assert torch.equal(own["l.weight"], fresh["l.weight"])
+
+
+def test_bad_supermask_settings_are_one_line(tmp_path: Path) -> None:
+    cfg = make_cfg(tmp_path)
+    with pytest.raises(
+        ConfigError, match=r"supermask.weights='random' is not valid; choose one of: init, shared"
+    ):
+        validate(replace(cfg, supermask=SupermaskConfig(weights="random")))
+    with pytest.raises(ConfigError, match=r"supermask.samples=0 must be > 0"):
+        validate(replace(cfg, supermask=SupermaskConfig(samples=0)))
