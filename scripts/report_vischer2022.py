@@ -25,8 +25,8 @@ from pathlib import Path
 import pandas as pd
 import torch
 
-from rl_tickets import report
-from rl_tickets.report_format import fmt_density, md_table
+from rl_tickets.report import main as report_main
+from rl_tickets.report.formatting import fmt_density, md_table
 
 GLOBAL = "vischer2022_cartpole"
 LAYER = "scope_layer_cartpole"
@@ -164,7 +164,7 @@ def main() -> None:
     parser.add_argument("--out", type=Path, default=Path("docs/results/vischer2022"))
     args = parser.parse_args()
     args.out.mkdir(parents=True, exist_ok=True)
-    report.main([str(args.root), "--out", str(args.out)])
+    report_main([str(args.root), "--out", str(args.out)])
     global_df, layer_df = table(args.root, GLOBAL), table(args.root, LAYER)
     text, summary = normalised_markdown(global_df)
     summary.to_csv(args.out / "normalised.csv", index=False)

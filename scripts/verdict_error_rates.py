@@ -13,7 +13,7 @@ import math
 
 import numpy as np
 
-from rl_tickets import stats
+from rl_tickets.report import stats
 
 
 def verdict_rates(n: int, shift: float, test: str, draws: int, seed: int) -> tuple[float, float]:

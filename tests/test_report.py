@@ -10,7 +10,10 @@ import pytest
 import scipy.stats
 import torch
 
-from rl_tickets import mask_analysis, report, stats
+from rl_tickets.report import main, stats
+from rl_tickets.report.formatting import fmt_density
+from rl_tickets.report.loading import discover
+from rl_tickets.report.masks import alive_inputs, analyse_masks
 
 OBS = ["cart_position", "cart_velocity", "pole_angle", "pole_angular_velocity"]
 RL_SEEDS = [0, 1, 2, 3]
@@ -152,7 +155,7 @@ def report_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
     root = tmp_path_factory.mktemp("results")
     build_root(root)
     # 4 and 3 seeds are below the default minimum of 5; the fixture lowers it to test the verdicts.
-    assert report.main([str(root), "--n-resamples", "2000", "--min-seeds", "3"]) == 0
+    assert main([str(root), "--n-resamples", "2000", "--min-seeds", "3"]) == 0
     return root / "report"
 
 
@@ -220,10 +223,7 @@ def test_supervised_headline_is_accuracy_at_early_stop(report_dir: Path) -> None
 def test_holm_is_named_and_can_only_weaken(tmp_path: Path) -> None:
     build_root(tmp_path)
     out = tmp_path / "holm"
-    assert (
-        report.main([str(tmp_path), "--out", str(out), "--min-seeds", "3", "--holm", "--n-resamples", "200"])
-        == 0
-    )
+    assert main([str(tmp_path), "--out", str(out), "--min-seeds", "3", "--holm", "--n-resamples", "200"]) == 0
     verdicts = pd.read_csv(out / "ppo-cartpole" / "verdicts.csv")
     assert (verdicts["p_value_holm"] >= verdicts["p_value"]).all()
     assert "Holm-adjusted" in (out / "ppo-cartpole" / "summary.md").read_text()
@@ -239,7 +239,7 @@ def test_mask_analysis(report_dir: Path) -> None:
     assert "| 1 | 88.6% | 4 | 1.000 |" in rl  # 78 of 88 weights kept
     # Actor vs critic at level 3: actor (24 + 16) / 48, critic (24 + 2) / 40.
     assert "## Actor vs critic density" in rl
-    assert f"| 3 | {report.fmt_density(40 / 48)} | {report.fmt_density(26 / 40)} | 3 |" in rl
+    assert f"| 3 | {fmt_density(40 / 48)} | {fmt_density(26 / 40)} | 3 |" in rl
     # Level 1 -> 2 within a seed: kept 78 then 68, nested, so Jaccard = 68 / 78.
     assert f"| 1 → 2 | 4 | {68 / 78:.3f} |" in rl
     # Per-layer densities from layers.csv.
@@ -256,7 +256,7 @@ def test_not_enough_seeds(tmp_path: Path) -> None:
     build_root(tmp_path)
     out = tmp_path / "elsewhere"
     # The default minimum (5 paired seeds) refuses a verdict on 4 and 3 seeds, however clear the data.
-    assert report.main([str(tmp_path), "--out", str(out), "--n-resamples", "500"]) == 0
+    assert main([str(tmp_path), "--out", str(out), "--n-resamples", "500"]) == 0
     for exp in ("ppo-cartpole", "lenet-digits"):
         verdicts = pd.read_csv(out / exp / "verdicts.csv")
         assert set(verdicts["verdict"]) == {stats.NOT_ENOUGH_SEEDS}
@@ -270,7 +270,7 @@ def test_missing_or_empty_root(tmp_path: Path, capsys: pytest.CaptureFixture[str
     root = tmp_path / "nothing"
     if make:
         (root / "chains").mkdir(parents=True)
-    assert report.main([str(root)]) == 2
+    assert main([str(root)]) == 2
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and str(root) in err[0]
 
@@ -281,16 +281,16 @@ def test_same_name_different_configs(tmp_path: Path) -> None:
     for chain_hash in ("123456abcdef", "fedcba654321"):
         write_chain(tmp_path, chain_hash, 0, meta, row, {})
     write_chain(tmp_path, "999999000000", 0, {**meta, "name": "other"}, row, {})
-    labels = [e.label for e in report.discover(tmp_path)]
+    labels = [e.label for e in discover(tmp_path)]
     assert labels == ["exp-123456", "exp-fedcba", "other"]
 
 
 def test_alive_inputs_conv_channels() -> None:
     conv = torch.ones(16, 3, 3, 3, dtype=torch.bool)
     conv[:, 2] = False
-    alive = mask_analysis.alive_inputs({"conv.weight": conv}, ["conv.weight", "absent.weight"])
+    alive = alive_inputs({"conv.weight": conv}, ["conv.weight", "absent.weight"])
     assert alive is not None and alive.tolist() == [True, True, False]
-    assert mask_analysis.alive_inputs({}, ["conv.weight"]) is None
+    assert alive_inputs({}, ["conv.weight"]) is None
 
 
 def test_overlap_across_a_missing_level(tmp_path: Path) -> None:
@@ -299,7 +299,7 @@ def test_overlap_across_a_missing_level(tmp_path: Path) -> None:
     full, half = torch.ones(2, 4, dtype=torch.bool), torch.zeros(2, 4, dtype=torch.bool)
     half[:, :2] = True
     write_chain(tmp_path, "cafe00000000", 0, meta, row, {1: {"w": full}, 3: {"w": half}})
-    analysis = mask_analysis.analyse_masks(report.discover(tmp_path)[0])
+    analysis = analyse_masks(discover(tmp_path)[0])
     levels = analysis.overlap_levels
     assert levels[["from_level", "to_level"]].values.tolist() == [[1, 3]]
     assert levels["jaccard_mean"].item() == pytest.approx(0.5)

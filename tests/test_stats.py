@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 import scipy.stats
 
-from rl_tickets import stats
+from rl_tickets.report import stats
 
 
 def test_iqm_known_values() -> None:

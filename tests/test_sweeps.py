@@ -10,8 +10,8 @@ from pathlib import Path
 
 import pytest
 
-from rl_tickets import report
 from rl_tickets.config import Config
+from rl_tickets.report import main as report_main
 from rl_tickets.runner import Runner
 from rl_tickets.trainers.sb3 import SB3Trainer, seed_for
 
@@ -55,7 +55,7 @@ def test_multirun_completes_and_resumes(tmp_path: Path, launcher: str, seeds: st
     assert again.returncode == 0, again.stderr[-3000:]
     assert model_stamps(tmp_path) == stamps
     # The report reads the sweep's root: tables, plot and mask analysis for the experiment.
-    assert report.main([str(tmp_path), "--out", str(tmp_path / "report")]) == 0
+    assert report_main([str(tmp_path), "--out", str(tmp_path / "report")]) == 0
     written = {p.name for p in (tmp_path / "report" / "ppo_cartpole").iterdir()}
     assert {"summary.md", "summary.csv", "return_vs_density.png", "masks.md"} <= written
 

@@ -8,18 +8,14 @@ import itertools
 import re
 from collections.abc import Sequence
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
-import matplotlib
 import numpy as np
 import pandas as pd
 import torch
-from matplotlib.figure import Figure
-from matplotlib.ticker import MaxNLocator
 
-from rl_tickets.report_format import fmt_density, md_table, percent_log_y
-from rl_tickets.results import TICKET, Chain, Experiment, warn
+from rl_tickets.report.formatting import fmt_density, md_table
+from rl_tickets.report.loading import TICKET, Chain, Experiment, warn
 
 
 def mask_levels(chain: Chain, variant: str = TICKET) -> list[int]:
@@ -360,50 +356,3 @@ def _inputs_md(inputs: pd.DataFrame) -> str:
 def has_mask_plot(analysis: MaskAnalysis) -> bool:
     """Whether there is anything to draw in ``layer_density.png``."""
     return not analysis.layer_density.empty or not analysis.roles.empty
-
-
-def plot_masks(analysis: MaskAnalysis, path: Path, title: str) -> None:
-    """Per-layer density profile (one line per level); actor vs critic density in a second panel.
-
-    :param analysis: the mask analysis.
-    :param path: PNG to write.
-    :param title: figure title.
-    """
-    has_roles = not analysis.roles.empty
-    fig = Figure(figsize=(11 if has_roles else 7, 4.5), layout="constrained")
-    axes = fig.subplots(1, 2 if has_roles else 1, squeeze=False)[0]
-    ld = analysis.layer_density
-    layers = list(dict.fromkeys(ld["layer"]))
-    levels = sorted(ld["level"].unique())
-    ax = axes[0]
-    cmap = matplotlib.colormaps["viridis"]  # level 0 dark, the sparsest level yellow
-    for i, level in enumerate(levels):
-        rows = ld[ld["level"] == level].set_index("layer")["density"].reindex(layers)
-        ax.plot(
-            range(len(layers)),
-            rows.to_numpy(float),
-            marker="o",
-            ms=3,
-            color=cmap(i / max(len(levels) - 1, 1)),
-            label=f"L{level}",
-        )
-    ax.set_xticks(range(len(layers)), layers, rotation=60, ha="right", fontsize="x-small")
-    percent_log_y(ax)
-    ax.set_ylabel("density")
-    ax.set_title(f"{title}: per-layer density")
-    ax.grid(alpha=0.3, which="both")
-    if levels:
-        ax.legend(fontsize="x-small", ncol=2)
-    if has_roles:
-        roles = analysis.roles.sort_values("level")
-        ax2 = axes[1]
-        ax2.plot(roles["level"], roles["actor_density"], marker="o", label="actor")
-        ax2.plot(roles["level"], roles["critic_density"], marker="s", label="critic")
-        percent_log_y(ax2)
-        ax2.xaxis.set_major_locator(MaxNLocator(integer=True))
-        ax2.set_xlabel("level")
-        ax2.set_ylabel("density")
-        ax2.set_title("actor vs critic")
-        ax2.grid(alpha=0.3, which="both")
-        ax2.legend(fontsize="small")
-    fig.savefig(path, dpi=120)

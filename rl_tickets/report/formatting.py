@@ -21,6 +21,11 @@ def fmt_density(d: float) -> str:
     return "–" if d is None or not np.isfinite(d) else f"{100 * d:.3g}%"
 
 
+def fmt_p(p: float) -> str:
+    """A p-value with two significant digits, ``<0.0001`` below that."""
+    return "<0.0001" if p < 1e-4 else f"{p:.2g}"
+
+
 def md_table(headers: Sequence[str], rows: Iterable[Sequence[Any]]) -> str:
     """A GitHub-flavoured markdown table (no ``tabulate`` dependency)."""
     lines = ["| " + " | ".join(str(h) for h in headers) + " |", "|" + "---|" * len(headers)]

@@ -1,0 +1,167 @@
+"""``rl-tickets-report ROOT``: tables, plots and mask analysis for every experiment under a results root.
+
+Reads what the runner writes (``ROOT/chains/<chain_hash>/seed_<s>/{meta.json, levels.csv,
+layers.csv, level_NN/<variant>/mask.pt}``), groups chains into experiments by
+``meta["name"]`` (and by chain hash when one name covers several configs), and writes per
+experiment, under ``--out`` (default ``ROOT/report``):
+
+- ``summary.csv`` / ``summary.md``: per (level, variant) the mean density, n seeds, mean, IQM
+  and 95% bootstrap CI of the metric; ``verdicts.csv`` and a verdict table in ``summary.md``:
+  does the ticket beat each control (Yu et al. 2020), does it match the dense network
+  (Frankle & Carbin 2019), from paired per-seed differences (see :mod:`rl_tickets.report.stats`);
+- ``per_seed.csv``: the raw values the tables are computed from;
+- ``return_vs_density.png`` (``accuracy_vs_density.png`` for supervised runs);
+- ``masks.md`` + ``layer_density.png``: per-layer density per level, surviving input
+  dimensions (Vischer et al. 2022's "minimal task representations"), mask overlap (Jaccard)
+  across seeds and across levels, actor vs critic density;
+
+and ``index.md`` listing the experiments. Any chain may be incomplete: missing levels,
+controls, masks or files are skipped with a note, never an error.
+"""
+
+from __future__ import annotations
+
+import argparse
+import re
+import sys
+from pathlib import Path
+from typing import Any
+
+from rl_tickets.report import stats
+from rl_tickets.report.loading import TICKET, Experiment, discover
+from rl_tickets.report.markdown import index_markdown, learner_of, summary_markdown
+from rl_tickets.report.masks import analyse_masks, has_mask_plot, masks_markdown
+from rl_tickets.report.plots import plot_masks, plot_metric_vs_density, plot_name
+from rl_tickets.report.tables import (
+    DEFAULT_MIN_SEEDS,
+    ReportOptions,
+    per_seed_table,
+    summary_table,
+    verdict_table,
+)
+
+
+def safe_name(label: str) -> str:
+    """A directory name for an experiment label (no separators or shell-hostile characters)."""
+    return re.sub(r"[^A-Za-z0-9._=+-]+", "_", label).strip("._") or "experiment"
+
+
+def write_experiment(exp: Experiment, out_dir: Path, options: ReportOptions) -> dict[str, Any]:
+    """Write every file of one experiment and return its line for ``index.md``.
+
+    :param exp: the experiment.
+    :param out_dir: ``<out>/<label>``, created if needed.
+    :param options: report options.
+    :return: fields for the index.
+    """
+    out_dir.mkdir(parents=True, exist_ok=True)
+    per_seed = per_seed_table(exp)
+    summary = summary_table(per_seed, options.n_resamples)
+    verdicts = verdict_table(per_seed, options)
+    per_seed.to_csv(out_dir / "per_seed.csv", index=False)
+    summary.to_csv(out_dir / "summary.csv", index=False)
+    verdicts.to_csv(out_dir / "verdicts.csv", index=False)
+    (out_dir / "summary.md").write_text(summary_markdown(exp, summary, verdicts, options))
+    if not summary.empty:
+        title = f"{exp.label} ({learner_of(exp.meta).split(': ')[1]}, {exp.meta.get('env', '?')})"
+        plot_metric_vs_density(summary, out_dir / plot_name(exp), exp.metric, title)
+    analysis = analyse_masks(exp)
+    (out_dir / "masks.md").write_text(masks_markdown(exp, analysis))
+    if has_mask_plot(analysis):
+        plot_masks(analysis, out_dir / "layer_density.png", exp.label)
+    tickets = per_seed[per_seed["variant"] == TICKET]
+    return {
+        "label": exp.label,
+        "dir": out_dir.name,
+        "task": exp.meta.get("task", "?"),
+        "algo": exp.meta.get("algo") or exp.meta.get("model") or "?",
+        "env": exp.meta.get("env", "?"),
+        "metric": exp.metric,
+        "seeds": len(exp.chains),
+        "max_level": int(tickets["level"].max()) if not tickets.empty else None,
+        "min_density": float(tickets["density"].min()) if not tickets.empty else float("nan"),
+    }
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The command-line interface of ``rl-tickets-report``."""
+    parser = argparse.ArgumentParser(
+        prog="rl-tickets-report",
+        description="Tables, plots and mask analysis for every experiment under a results root.",
+    )
+    parser.add_argument("root", type=Path, help="results root (holds chains/)")
+    parser.add_argument("--out", type=Path, default=None, help="output directory (default: ROOT/report)")
+    parser.add_argument(
+        "--min-seeds",
+        type=int,
+        default=DEFAULT_MIN_SEEDS,
+        help=f"paired seeds needed for a verdict (default: {DEFAULT_MIN_SEEDS}; the sign-flip test needs 6 at alpha 0.05)",
+    )
+    parser.add_argument(
+        "--tolerance",
+        type=float,
+        default=stats.DEFAULT_TOLERANCE,
+        help=f"'matches dense' non-inferiority margin as a fraction of the dense mean (default: {stats.DEFAULT_TOLERANCE})",
+    )
+    parser.add_argument(
+        "--alpha",
+        type=float,
+        default=stats.DEFAULT_ALPHA,
+        help=f"two-sided level of the verdict tests (default: {stats.DEFAULT_ALPHA})",
+    )
+    parser.add_argument(
+        "--test",
+        choices=stats.TESTS,
+        default="t",
+        help="paired t-test (default) or exact sign-flip permutation test",
+    )
+    parser.add_argument(
+        "--holm",
+        action="store_true",
+        help="Holm-correct the p-values within each question across an experiment's levels and controls",
+    )
+    parser.add_argument(
+        "--n-resamples", type=int, default=stats.DEFAULT_N_RESAMPLES, help="bootstrap resamples"
+    )
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Entry point of ``rl-tickets-report``.
+
+    :param argv: command-line arguments (default: ``sys.argv[1:]``).
+    :return: 0 on success, 2 if ROOT is missing or holds no chains.
+    """
+    args = build_parser().parse_args(argv)
+    root: Path = args.root
+    if not root.is_dir():
+        print(f"rl-tickets-report: results root {root} does not exist", file=sys.stderr)
+        return 2
+    experiments = discover(root)
+    if not experiments:
+        print(f"rl-tickets-report: no chains with a meta.json under {root / 'chains'}", file=sys.stderr)
+        return 2
+    if not 0.0 < args.alpha < 1.0:
+        print(
+            f"rl-tickets-report: --alpha={args.alpha} must lie strictly between 0 and 1 (e.g. 0.05)",
+            file=sys.stderr,
+        )
+        return 2
+    if args.tolerance < 0:
+        print(
+            f"rl-tickets-report: --tolerance={args.tolerance} must be >= 0 (e.g. 0.05 accepts a 5% loss)",
+            file=sys.stderr,
+        )
+        return 2
+    options = ReportOptions(
+        args.min_seeds, args.tolerance, args.n_resamples, args.alpha, args.test, args.holm
+    )
+    out: Path = args.out if args.out is not None else root / "report"
+    entries = [write_experiment(exp, out / safe_name(exp.label), options) for exp in experiments]
+    (out / "index.md").write_text(index_markdown(entries, root))
+    print(f"rl-tickets-report: wrote {len(entries)} experiment(s) to {out}")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

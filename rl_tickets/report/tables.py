@@ -1,0 +1,199 @@
+"""The report's numbers: per-seed values, descriptive summaries and paired verdicts per experiment."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import numpy as np
+import pandas as pd
+
+from rl_tickets.report import stats
+from rl_tickets.report.loading import DENSE, TICKET, Experiment, variant_order, warn
+
+# Five seeds at least: below that a verdict rests on too little (and the sign-flip test needs six).
+DEFAULT_MIN_SEEDS = 5
+
+
+@dataclass(frozen=True)
+class ReportOptions:
+    """Knobs of the report.
+
+    :param min_seeds: fewer paired seeds than this gives "not enough seeds".
+    :param tolerance: relative non-inferiority margin for "matches dense" (fraction of the dense mean).
+    :param n_resamples: bootstrap resamples of the descriptive CIs.
+    :param alpha: two-sided level of the verdict tests.
+    :param test: ``t`` (paired t-test) or ``signflip`` (exact sign-flip permutation test).
+    :param holm: Holm-adjust p-values within each question of an experiment.
+    """
+
+    min_seeds: int = DEFAULT_MIN_SEEDS
+    tolerance: float = stats.DEFAULT_TOLERANCE
+    n_resamples: int = stats.DEFAULT_N_RESAMPLES
+    alpha: float = stats.DEFAULT_ALPHA
+    test: str = "t"
+    holm: bool = False
+
+
+def per_seed_table(exp: Experiment) -> pd.DataFrame:
+    """One row per (seed, level, variant) with ``density`` and ``value`` (the metric).
+
+    A level logged twice (e.g. a resumed run appending) keeps its last row.
+
+    :param exp: the experiment.
+    :return: columns ``seed, level, variant, density, value, secondary`` (``secondary``: the
+        experiment's second metric, e.g. the final test accuracy; NaN where there is none).
+    """
+    frames = []
+    for chain in exp.chains:
+        df = chain.levels
+        if df.empty or not {"level", "variant"}.issubset(df.columns):
+            continue
+        if exp.metric not in df.columns:
+            warn(f"{chain.path}: levels.csv has no column {exp.metric!r}; skipping its metrics")
+            continue
+        rows = pd.DataFrame(
+            {
+                "seed": chain.seed,
+                "level": pd.to_numeric(df["level"], errors="coerce"),
+                "variant": df["variant"].astype(str),
+                "density": pd.to_numeric(df.get("density", np.nan), errors="coerce"),
+                "value": pd.to_numeric(df[exp.metric], errors="coerce"),
+                "secondary": pd.to_numeric(df.get(exp.secondary or "", np.nan), errors="coerce"),
+            }
+        )
+        frames.append(rows.dropna(subset=["level"]))
+    if not frames:
+        return pd.DataFrame(columns=["seed", "level", "variant", "density", "value", "secondary"])
+    table = pd.concat(frames, ignore_index=True)
+    table["level"] = table["level"].astype(int)
+    table = table.drop_duplicates(subset=["seed", "level", "variant"], keep="last")
+    return table.sort_values(["level", "variant", "seed"], ignore_index=True)
+
+
+def summary_table(per_seed: pd.DataFrame, n_resamples: int = stats.DEFAULT_N_RESAMPLES) -> pd.DataFrame:
+    """Per (level, variant): mean density, n seeds, mean, std, IQM and 95% bootstrap CI.
+
+    :param per_seed: output of :func:`per_seed_table`.
+    :param n_resamples: bootstrap resamples.
+    :return: columns ``level, variant, density, n, mean, std, iqm, ci_low, ci_high, secondary_mean``.
+    """
+    columns = [
+        "level",
+        "variant",
+        "density",
+        "n",
+        "mean",
+        "std",
+        "iqm",
+        "ci_low",
+        "ci_high",
+        "secondary_mean",
+    ]
+    rows = []
+    order = {v: i for i, v in enumerate(variant_order(per_seed["variant"]))}
+    for (level, variant), group in per_seed.groupby(["level", "variant"], sort=False):
+        summary = stats.summarise(group["value"], n_resamples=n_resamples)
+        secondary = pd.to_numeric(group.get("secondary", pd.Series(dtype=float)), errors="coerce")
+        rows.append(
+            {
+                "level": level,
+                "variant": variant,
+                "density": group["density"].mean(),
+                **summary,
+                "secondary_mean": float(secondary.mean()) if secondary.notna().any() else float("nan"),
+            }
+        )
+    table = pd.DataFrame(rows, columns=columns)
+    table["_order"] = table["variant"].map(order)
+    return table.sort_values(["level", "_order"], ignore_index=True).drop(columns="_order")
+
+
+def _per_seed_values(per_seed: pd.DataFrame, level: int, variant: str, seeds: Sequence[int]) -> np.ndarray:
+    """The metric at (level, variant) for each seed in ``seeds``, NaN where missing."""
+    rows = per_seed[(per_seed["level"] == level) & (per_seed["variant"] == variant)]
+    by_seed = dict(zip(rows["seed"], rows["value"]))
+    return np.array([by_seed.get(s, np.nan) for s in seeds], dtype=float)
+
+
+def verdict_table(per_seed: pd.DataFrame, options: ReportOptions | None = None) -> pd.DataFrame:
+    """Paired verdicts per pruned level: ticket vs dense (level-0 ticket) and vs each control.
+
+    With ``options.holm`` the p-values of each question ("matches dense?" over the levels; "beats
+    <control>?" over levels and controls) are Holm-adjusted within the experiment before the verdict.
+
+    :param per_seed: output of :func:`per_seed_table`.
+    :param options: test, alpha, minimum seeds, tolerance and Holm correction.
+    :return: columns ``level, density, comparison, question, test, n, diff_mean, ci_low, ci_high,
+        margin, p_value, p_below, p_value_holm, p_below_holm, verdict``; the ``*_holm`` columns are
+        filled only with ``options.holm``; ``comparison`` is ``"dense"`` or a control name.
+    """
+    options = options or ReportOptions()
+    columns = [
+        "level", "density", "comparison", "question", "test", "n", "diff_mean",
+        "ci_low", "ci_high", "margin", "p_value", "p_below", "p_value_holm", "p_below_holm", "verdict",
+    ]  # fmt: skip
+    seeds = sorted(per_seed["seed"].unique())
+    tickets = per_seed[(per_seed["variant"] == TICKET) & (per_seed["level"] > 0)]
+    rows = []
+    for level in sorted(tickets["level"].unique()):
+        ticket = _per_seed_values(per_seed, level, TICKET, seeds)
+        density = tickets.loc[tickets["level"] == level, "density"].mean()
+        at_level = per_seed[per_seed["level"] == level]["variant"]
+        controls = [v for v in variant_order(at_level) if v != TICKET]
+        comparisons = [(DENSE, "matches", _per_seed_values(per_seed, 0, TICKET, seeds))]
+        comparisons += [(c, "beats", _per_seed_values(per_seed, level, c, seeds)) for c in controls]
+        for name, question, other in comparisons:
+            result = stats.paired_verdict(
+                ticket,
+                other,
+                options.min_seeds,
+                question=question,
+                tolerance=options.tolerance,
+                alpha=options.alpha,
+                test=options.test,
+            )
+            rows.append(
+                {
+                    "level": level,
+                    "density": density,
+                    "comparison": name,
+                    "question": question,
+                    "test": result.test,
+                    "n": result.n,
+                    "diff_mean": result.diff_mean,
+                    "ci_low": result.ci_low,
+                    "ci_high": result.ci_high,
+                    "margin": result.margin,
+                    "p_value": result.p_value,
+                    "p_below": result.p_below,
+                    "p_value_holm": float("nan"),
+                    "p_below_holm": float("nan"),
+                    "verdict": result.verdict,
+                }
+            )
+    table = pd.DataFrame(rows, columns=columns)
+    if options.holm and not table.empty:
+        _apply_holm(table, options)
+    return table
+
+
+def _apply_holm(table: pd.DataFrame, options: ReportOptions) -> None:
+    """Holm-adjust p-values within each question and recompute the verdicts from them (in place).
+
+    "matches dense?" has two one-sided tests per level (matches, below dense): each is its own family.
+    """
+    for question in ("matches", "beats"):
+        rows = table.index[(table["question"] == question) & table["p_value"].notna()]
+        if rows.empty:
+            continue
+        table.loc[rows, "p_value_holm"] = stats.holm(table.loc[rows, "p_value"].to_numpy(float))
+        if question == "matches":
+            table.loc[rows, "p_below_holm"] = stats.holm(table.loc[rows, "p_below"].to_numpy(float))
+        for i in rows:
+            p = table.at[i, "p_value_holm"]
+            table.at[i, "verdict"] = (
+                stats.beats_verdict(table.at[i, "diff_mean"], p, options.alpha)
+                if question == "beats"
+                else stats.matches_verdict(p, table.at[i, "p_below_holm"], options.alpha)
+            )
