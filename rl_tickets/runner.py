@@ -317,6 +317,7 @@ class Runner:
             mask=None,
             seed=seed_for(self.cfg.seed, level),
             constant_lr=lr,
+            hold_step=k if lr is not None else 0,
             restore_optimizer=self.cfg.rewind.optimizer == "restore",
             restore_replay_buffer=self.cfg.rewind.replay_buffer == "restore",
         )
@@ -565,6 +566,7 @@ def _describe(plan: LevelPlan) -> dict[str, Any]:
         "steps": plan.steps,
         "seed": plan.seed,
         "constant_lr": plan.constant_lr,
+        "hold_step": plan.hold_step,
         "restore_optimizer": plan.restore_optimizer,
         "restore_replay_buffer": plan.restore_replay_buffer,
         "width_scale": plan.width_scale,

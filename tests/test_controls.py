@@ -443,10 +443,45 @@ def test_finetune_continues_from_the_trained_weights_at_the_constant_rate(ppo: C
         # The step counter is the checkpoint's own (no rewind).
         assert learn.num_timesteps == chain.metrics(level - 1, "ticket")["extra"]["end_step"]
         assert len(learn.updates) == (BUDGET - K) // PPO_ROLLOUT
+        # The clip range is held at its value at the rewind point k, not at the schedule's end.
+        clip_at_k = CLIP_START + (CLIP_END - CLIP_START) * K / BUDGET
         for update in learn.updates:
             assert update["lr"] == FINETUNE_LR
-            assert update["clip_range"] == pytest.approx(CLIP_END, abs=1e-12)
-        assert chain.metrics(level, "ticket")["plan"]["constant_lr"] == FINETUNE_LR
+            assert update["clip_range"] == pytest.approx(clip_at_k, abs=1e-12)
+        plan = chain.metrics(level, "ticket")["plan"]
+        assert (plan["constant_lr"], plan["hold_step"]) == (FINETUNE_LR, K)
+
+
+def test_finetune_trains_the_policy_when_the_clip_schedule_ends_at_zero(tmp_path: Path) -> None:
+    """The zoo's PPO schedules decay to 0; held at that end value, PPO's clip range 0 kept the policy still."""
+    hyperparams = dict(HYPERPARAMS["ppo"], clip_range={"schedule": "linear", "start": CLIP_START})
+    cfg = tiny_config(
+        tmp_path,
+        "ppo",
+        hyperparams,
+        BUDGET,
+        RewindConfig(step=0),
+        PruneConfig(levels=1, rate=0.2, scope="layer"),  # global pruning may remove the tiny head
+        net_arch=[16, 16],
+        n_envs=2,
+        retrain=RetrainConfig(mode="finetune", finetune_lr=1e-3),
+    )
+    chain = run(cfg)
+    level = chain.paths.level(1, "ticket")
+    with open(level / "progress.csv") as handle:
+        logged = [float(r["train/clip_range"]) for r in csv.DictReader(handle) if r.get("train/clip_range")]
+    updates = chain.spy.learns[(1, "ticket")].updates
+    assert len(updates) == BUDGET // PPO_ROLLOUT
+    # SB3 writes an update's train/* with the next rollout's dump, so the last update is not logged.
+    assert len(logged) == len(updates) - 1
+    for value in logged + [u["clip_range"] for u in updates]:
+        assert value == pytest.approx(CLIP_START)  # the schedule's start value, as k = 0
+    # The action head moves: its live weights change by more than half their norm over the level
+    # (measured: 1.41x at clip 0.2; 0.24x with the clip range held at the schedule's end, 0.0).
+    start = chain.spy.learns[(1, "ticket")].params["action_net.weight"]
+    end = chain.params(level / "model.zip")["action_net.weight"]
+    keep = chain.mask(1, "ticket")["action_net.weight"]
+    assert (end - start)[keep].norm() > 0.5 * start[keep].norm()
 
 
 def test_lr_rewind_continues_from_the_trained_weights_with_the_schedule_at_k(ppo: Chain) -> None:

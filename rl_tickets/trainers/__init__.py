@@ -33,8 +33,9 @@ class LevelPlan:
     :param start_step: set the step counter to this before training (schedules continue from it);
         None keeps the checkpoint's own counter.
     :param params: online parameter overrides applied after loading (controls); targets re-synced.
-    :param constant_lr: train at this constant learning rate, other schedules frozen at their final
-        values (fine-tuning).
+    :param constant_lr: fine-tuning: train at this constant learning rate, the other schedules held
+        constant too (each trainer says at which values).
+    :param hold_step: fine-tuning: the rewind point k, where schedules held "at k" take their value.
     :param restore_optimizer: keep the checkpoint's optimizer moments (else fresh).
     :param restore_replay_buffer: load the checkpoint's replay buffer (else empty, and training
         waits ``learning_starts`` steps again).
@@ -52,6 +53,7 @@ class LevelPlan:
     start_step: int | None = None
     params: dict[str, torch.Tensor] | None = None
     constant_lr: float | None = None
+    hold_step: int = 0
     restore_optimizer: bool = False
     restore_replay_buffer: bool = False
     width_scale: float = 1.0

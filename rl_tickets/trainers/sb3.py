@@ -63,7 +63,11 @@ DEFAULT_NET_ARCH: dict[str, list[int]] = {
     "sac": [256, 256],
     "td3": [400, 300],
 }
-FROZEN_SCHEDULES = ("clip_range", "clip_range_vf", "exploration_schedule")
+# Fine-tuning holds every schedule constant, each at a value where the agent still learns: clip ranges
+# at the rewind point k (the zoo's linear clip schedules end at 0.0, where PPO's policy stops moving),
+# DQN's epsilon at its final value (at k=0 its value is 1.0: a random policy for the whole level).
+# "rewind": the schedule's value at step k; "final": its value at the end of training.
+FINETUNE_HOLD = {"clip_range": "rewind", "clip_range_vf": "rewind", "exploration_schedule": "final"}
 ACTOR_PARTS = ("policy_net", "action_net", "actor.")
 CRITIC_PARTS = ("value_net", "critic.")
 
@@ -387,14 +391,19 @@ class SB3Trainer:
         for target, online in online_twins(model.policy).items():
             named[target].copy_(named[online])
 
-    @staticmethod
-    def _freeze_schedules(model: BaseAlgorithm, lr: float) -> None:
-        """Fine-tuning: constant learning rate, other schedules held at their final values."""
+    def _hold_schedules(self, model: BaseAlgorithm, lr: float, hold_step: int) -> None:
+        """Fine-tuning: a constant learning rate; other schedules held per :data:`FINETUNE_HOLD`.
+
+        :param model: the agent about to train.
+        :param lr: the constant learning rate.
+        :param hold_step: the rewind point k (progress ``1 - k / budget``, as SB3 computes it).
+        """
         model.lr_schedule = ConstantSchedule(lr)
-        for name in FROZEN_SCHEDULES:
+        progress = {"rewind": 1.0 - hold_step / self.budget, "final": 0.0}
+        for name, at in FINETUNE_HOLD.items():
             schedule = getattr(model, name, None)
             if callable(schedule):
-                setattr(model, name, ConstantSchedule(float(schedule(0.0))))
+                setattr(model, name, ConstantSchedule(float(schedule(progress[at]))))
 
     def train(self, plan: LevelPlan, out: Path, curve_sink: CurveSink | None = None) -> LevelOutcome:
         """Train one level; writes ``model.zip`` (+ sidecars) and, for a dense run, its snapshots.
@@ -418,7 +427,7 @@ class SB3Trainer:
             if plan.mask is not None:
                 set_masks(model.policy, plan.mask)
             if plan.constant_lr is not None:
-                self._freeze_schedules(model, plan.constant_lr)
+                self._hold_schedules(model, plan.constant_lr, plan.hold_step)
             writers: list[KVWriter] = [CSVOutputFormat(str(out / "progress.csv"))]
             if curve_sink:
                 writers.append(_SinkWriter(curve_sink))
