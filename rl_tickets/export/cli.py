@@ -1,0 +1,52 @@
+"""``rl-tickets-export LEVEL_DIR --out DIR``: ship a ticket as plain SB3, compact, sparse and TorchScript."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+import torch
+
+from rl_tickets.export.bundle import export_level
+from rl_tickets.export.level import ExportError
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="rl-tickets-export",
+        description="Export a finished level as model.zip (plain SB3), compact.zip (dead units removed), "
+        "sparse.pt (CSR weights), actor.pt (TorchScript) and export.json (sizes and latencies).",
+    )
+    parser.add_argument("level_dir", type=Path, help="a finished .../level_NN/<variant> directory")
+    parser.add_argument("--out", type=Path, required=True, help="directory to create (absent or empty)")
+    parser.add_argument("--calls", type=int, default=200, help="timed forward passes per form and batch")
+    parser.add_argument("--threads", type=int, default=1, help="torch threads while timing (default 1)")
+    return parser
+
+
+def main(argv: list[str] | None = None) -> None:
+    """Console entry; user errors print one line and exit with status 2.
+
+    :param argv: arguments (default: the command line).
+    """
+    args = _parser().parse_args(argv)
+    if args.calls < 1 or args.threads < 1:
+        print("rl-tickets-export: error: --calls and --threads must be >= 1", file=sys.stderr)
+        sys.exit(2)
+    torch.set_num_threads(args.threads)
+    try:
+        record = export_level(args.level_dir, args.out, calls=args.calls)
+    except ExportError as error:
+        print(f"rl-tickets-export: error: {error}", file=sys.stderr)
+        sys.exit(2)
+    for name, size in record["files"].items():
+        print(f"{args.out / name}  {size:,} bytes")
+    for batch, times in record["latency_ms"].items():
+        print(f"{batch}: " + ", ".join(f"{form} {ms:.3f} ms" for form, ms in times.items()))
+    for note in record["notes"]:
+        print(f"note: {note}")
+
+
+if __name__ == "__main__":
+    main()
