@@ -7,8 +7,10 @@ small CNN of the MinAtar paper (NatureCNN's strides need inputs of at least 36x3
 
 from __future__ import annotations
 
+import inspect
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import gymnasium as gym
 import numpy as np
@@ -35,13 +37,20 @@ class ChannelsFirstFloat(gym.ObservationWrapper):
 
 
 class MinAtarCNN(BaseFeaturesExtractor):
-    """One 3x3 conv (16 channels) + a linear layer, as in Young & Tian 2019's MinAtar baselines."""
+    """One 3x3 conv (16 channels) + a linear layer, as in Young & Tian 2019's MinAtar baselines.
 
-    def __init__(self, observation_space: gym.spaces.Box, features_dim: int = 128) -> None:
+    :param observation_space: CxHxW float observations.
+    :param features_dim: width of the linear layer (the features the heads read).
+    :param channels: output channels of the conv layer (the small_dense control shrinks both).
+    """
+
+    def __init__(
+        self, observation_space: gym.spaces.Box, features_dim: int = 128, channels: int = 16
+    ) -> None:
         super().__init__(observation_space, features_dim)
-        channels, height, width = observation_space.shape
-        self.cnn = nn.Sequential(nn.Conv2d(channels, 16, 3, stride=1), nn.ReLU(), nn.Flatten())
-        self.linear = nn.Sequential(nn.Linear(16 * (height - 2) * (width - 2), features_dim), nn.ReLU())
+        in_channels, height, width = observation_space.shape
+        self.cnn = nn.Sequential(nn.Conv2d(in_channels, channels, 3, stride=1), nn.ReLU(), nn.Flatten())
+        self.linear = nn.Sequential(nn.Linear(channels * (height - 2) * (width - 2), features_dim), nn.ReLU())
 
     def forward(self, observations: torch.Tensor) -> torch.Tensor:
         """Features of a batch of CxHxW observations."""
@@ -53,6 +62,28 @@ FEATURE_EXTRACTORS: dict[str, type[BaseFeaturesExtractor]] = {
     "nature_cnn": NatureCNN,
     "minatar_cnn": MinAtarCNN,
 }
+# Constructor arguments that set a features extractor's widths; the small_dense control scales them.
+# NatureCNN's channels are fixed inside SB3, so it has none and small_dense refuses it.
+EXTRACTOR_WIDTHS: dict[str, tuple[str, ...]] = {"minatar_cnn": ("channels", "features_dim")}
+
+
+def scaled_extractor_kwargs(name: str, kwargs: dict[str, Any], scale: float) -> dict[str, Any]:
+    """Features-extractor kwargs with every width (conv channels, features) multiplied by ``scale``.
+
+    :param name: a key of :data:`FEATURE_EXTRACTORS`.
+    :param kwargs: the configured ``features_extractor_kwargs``.
+    :param scale: the width factor of the small_dense control (at least one unit stays).
+    """
+    if name not in EXTRACTOR_WIDTHS:
+        raise ConfigError(
+            f"controls=[small_dense] shrinks CNN channels, but algo.policy_kwargs.features_extractor_class={name} "
+            f"fixes them; use {', '.join(EXTRACTOR_WIDTHS)} or leave small_dense out"
+        )
+    defaults = inspect.signature(FEATURE_EXTRACTORS[name]).parameters
+    widths = {
+        k: max(1, round(int(kwargs.get(k, defaults[k].default)) * scale)) for k in EXTRACTOR_WIDTHS[name]
+    }
+    return {**kwargs, **widths}
 
 
 def register_optional_envs(env_id: str) -> None:

@@ -9,8 +9,9 @@ Every control is run against the *ticket's own mask* at that level, so it is par
 - ``permute``: same mask, surviving starting weights permuted within each layer (Vischer et al. 2022);
 - ``random_mask``: a random mask with the ticket's exact per-layer counts, starting weights
   (OpenLTH's layer-wise random pruning); ``random_reinit``: that random mask with fresh weights;
-- ``small_dense``: a dense network with hidden widths shrunk to the ticket's weight count, trained
-  from its own initialisation for the full budget (Graesser et al. 2022).
+- ``small_dense``: a dense network with hidden widths and CNN channels shrunk to the ticket's kept
+  count (counted as density counts it), trained from its own initialisation for the full budget
+  (Graesser et al. 2022).
 """
 
 from __future__ import annotations

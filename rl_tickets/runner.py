@@ -36,7 +36,7 @@ from rl_tickets.masks import Mask, dense_mask, layer_densities, load_mask, save_
 from rl_tickets.pruning import PruneSpec, next_mask, prunable
 from rl_tickets.retrain import ARCHITECTURE_CONTROLS, ControlInputs, build_control, random_mask_like
 from rl_tickets.supermask import SUPERMASK_CONTROLS, DrawSpec, draw_params, draw_summary
-from rl_tickets.trainers import LevelOutcome, LevelPlan, Trainer
+from rl_tickets.trainers import LevelOutcome, LevelPlan, Trainer, bisect_scale
 from rl_tickets.trainers.sb3 import seed_for
 
 COMPLETE = "COMPLETE"
@@ -188,6 +188,8 @@ class Runner:
         cfg = self.cfg
         if cfg.transfer_from:
             self._transfer_mask(1)  # refuse mismatched shapes before anything is written
+        if any(c in ARCHITECTURE_CONTROLS for c in cfg.controls):
+            self.trainer.fresh_params(cfg.seed, 0.5)  # refuse a network small_dense cannot shrink, now
         claim(self.paths.dense, dense_identity(cfg))
         claim(self.paths.chain, chain_identity(cfg))
         self._write_meta()
@@ -339,7 +341,7 @@ class Runner:
                 steps=self.trainer.budget,
                 mask=None,
                 seed=control_seed,
-                width_scale=self.trainer.width_for(kept),
+                width_scale=self.small_dense_scale(kept),
                 record={"control_seed": control_seed, "ticket_weights": kept},
             )
         plan = self._ticket_base(level)
@@ -473,6 +475,21 @@ class Runner:
         kept = sum(int(m.sum()) for m in self._counted(mask).values())
         total = sum(m.numel() for m in self._counted(self._dense_mask()).values())
         return kept / total
+
+    def small_dense_scale(self, n_weights: int) -> float:
+        """The small_dense control's width factor: its dense network has about ``n_weights`` weights
+        counted exactly as density counts them (biases with prune.biases, excluded layers left out;
+        hidden widths and CNN channels shrink together).
+
+        :param n_weights: the ticket's kept count.
+        """
+        counted = prunable(self._prunable_names(), self.spec.exclude)
+
+        def count(scale: float) -> int:
+            params = self.trainer.fresh_params(self.cfg.seed, scale)
+            return sum(params[n].numel() for n in counted)
+
+        return bisect_scale(count, n_weights)
 
     def _counted(self, mask: Mask) -> Mask:
         """The part of a mask that counts towards density (excluded layers are not prunable)."""

@@ -425,6 +425,21 @@ def test_small_dense_matches_the_tickets_weight_count(chain: Chain) -> None:
     assert float(rows["small_dense"]["density"]) == pytest.approx(float(rows["ticket"]["density"]), rel=0.05)
 
 
+def test_small_dense_counts_biases_when_the_ticket_prunes_them(ppo: Chain) -> None:
+    """With prune.biases=true the ticket's kept count includes biases, and so does small_dense's size."""
+    cfg = replace(ppo.cfg, controls=["small_dense"], prune=replace(ppo.cfg.prune, biases=True))
+    chain = run(cfg)
+    ticket = chain.mask(1, "ticket")
+    assert any(n.endswith("bias") for n in ticket)
+    live = kept(ticket)
+    assert chain.metrics(1, "small_dense")["plan"]["ticket_weights"] == live
+    shrunk = chain.params(chain.paths.level(1, "small_dense") / "model.zip")
+    count = sum(shrunk[n].numel() for n in ticket)  # weights and biases, as density counts them
+    assert abs(count - live) <= 0.05 * live
+    rows = {r["variant"]: r for r in chain.rows() if r["level"] == "1"}
+    assert float(rows["small_dense"]["density"]) == pytest.approx(float(rows["ticket"]["density"]), rel=0.05)
+
+
 # ---- retraining modes ------------------------------------------------------------------------
 def test_finetune_continues_from_the_trained_weights_at_the_constant_rate(ppo: Chain) -> None:
     cfg = replace(

@@ -21,6 +21,7 @@ from rl_tickets.config import (
 from rl_tickets.job import run_job
 from rl_tickets.masks import load_mask
 from rl_tickets.models import CONV_PATTERN, FC_PATTERN, OUTPUT_PATTERN
+from rl_tickets.runner import Runner
 from rl_tickets.trainers import LevelPlan
 from rl_tickets.trainers.supervised import SupervisedTrainer
 
@@ -222,10 +223,12 @@ def test_mask_schedule_updates_the_mask_during_training(trainer, tmp_path):
     assert all(torch.count_nonzero(loaded[n][~keep]) == 0 for n, keep in target.items())
 
 
-def test_width_for_matches_a_weight_count_and_describe_names_the_pixel_layer(trainer):
+@pytest.mark.parametrize("biases", [False, True])
+def test_small_dense_matches_a_count_and_describe_names_the_pixel_layer(trainer, biases):
+    cfg = Config(task="supervised", data=DataConfig("synthetic"), prune=PruneConfig(biases=biases))
     target = 5_000
-    params = trainer.fresh_params(0, trainer.width_for(target))
-    count = sum(params[n].numel() for n in trainer.prunable(params, include_biases=False))
+    params = trainer.fresh_params(0, Runner(cfg, trainer).small_dense_scale(target))
+    count = sum(params[n].numel() for n in trainer.prunable(params, include_biases=biases))
     assert abs(count - target) / target < 0.05
     facts = trainer.describe()
     assert (

@@ -39,7 +39,8 @@ class LevelPlan:
     :param restore_optimizer: keep the checkpoint's optimizer moments (else fresh).
     :param restore_replay_buffer: load the checkpoint's replay buffer (else empty, and training
         waits ``learning_starts`` steps again).
-    :param width_scale: shrink hidden widths by this factor (small_dense control; fresh nets only).
+    :param width_scale: shrink hidden widths and CNN channels by this factor (small_dense control;
+        fresh nets only).
     :param snapshot_step: while training, save the full training state at this step (dense run).
     :param mask_schedule: called periodically to update the mask during training (gradual pruning).
     :param mask_schedule_every: period of ``mask_schedule`` in steps.
@@ -82,8 +83,8 @@ class LevelOutcome:
 def bisect_scale(count: Callable[[float], int], n_weights: int, rounds: int = 20) -> float:
     """The width factor in (0, 1] whose network has about ``n_weights`` weights (small_dense control).
 
-    :param count: prunable weights of the network built with a given width factor (increasing).
-    :param n_weights: target count (the ticket's live weights).
+    :param count: counted weights of the network built with a given width factor (increasing).
+    :param n_weights: target count (the ticket's kept weights).
     :param rounds: bisection rounds.
     """
     low, high = 0.0, 1.0

@@ -29,7 +29,13 @@ from stable_baselines3.common.vec_env import VecEnv, VecNormalize, sync_envs_nor
 from torch import nn
 
 from rl_tickets.config import AlgoConfig, ConfigError, EnvConfig, EvalConfig
-from rl_tickets.envs import FEATURE_EXTRACTORS, check_wrappers, make_env, make_single
+from rl_tickets.envs import (
+    FEATURE_EXTRACTORS,
+    check_wrappers,
+    make_env,
+    make_single,
+    scaled_extractor_kwargs,
+)
 from rl_tickets.masks import (
     Mask,
     is_target,
@@ -40,7 +46,7 @@ from rl_tickets.masks import (
     set_masks,
 )
 from rl_tickets.policies import POLICIES, policy_optimizers
-from rl_tickets.trainers import CurveSink, LevelOutcome, LevelPlan, MaskSchedule, bisect_scale
+from rl_tickets.trainers import CurveSink, LevelOutcome, LevelPlan, MaskSchedule
 
 ALGOS: dict[str, type[BaseAlgorithm]] = {"ppo": PPO, "a2c": A2C, "dqn": DQN, "sac": SAC, "td3": TD3}
 ACTION_SPACES: dict[str, type[gym.Space]] = {
@@ -301,16 +307,21 @@ class SB3Trainer:
         return out
 
     def _policy_kwargs(self, width_scale: float) -> dict[str, Any]:
-        """Policy kwargs with names translated to classes and widths scaled."""
+        """Policy kwargs with names translated to classes and widths scaled (hidden layers and CNN)."""
         kwargs = dict(self.algo.policy_kwargs)
         if "activation_fn" in kwargs:
             kwargs["activation_fn"] = ACTIVATIONS[kwargs["activation_fn"]]
-        if "features_extractor_class" in kwargs:
-            kwargs["features_extractor_class"] = FEATURE_EXTRACTORS[kwargs["features_extractor_class"]]
+        extractor = kwargs.get("features_extractor_class")
+        if extractor is not None:
+            kwargs["features_extractor_class"] = FEATURE_EXTRACTORS[extractor]
         if width_scale != 1.0:
             kwargs["net_arch"] = _scaled(
                 kwargs.get("net_arch", DEFAULT_NET_ARCH[self.algo.name]), width_scale
             )
+            if extractor is not None:
+                kwargs["features_extractor_kwargs"] = scaled_extractor_kwargs(
+                    extractor, dict(kwargs.get("features_extractor_kwargs", {})), width_scale
+                )
         return kwargs
 
     def build(
@@ -535,19 +546,6 @@ class SB3Trainer:
             "observation_names": self.env_cfg.observation_names,
             "weights_total": sum(weights[n].numel() for n in names),
         }
-
-    def width_for(self, n_weights: int) -> float:
-        """The hidden-width factor whose dense network has about ``n_weights`` prunable weights.
-
-        :param n_weights: target count (the ticket's live weights).
-        """
-
-        def count(scale: float) -> int:
-            policy = self._template(0, scale).policy
-            named = dict(policy.named_parameters())
-            return sum(named[n].numel() for n in prunable_names(policy))
-
-        return bisect_scale(count, n_weights)
 
     def evaluate_params(self, params: dict[str, torch.Tensor], mask: Mask, start: Path | None) -> float:
         """Mean deterministic return of an *untrained* agent with these parameters and this mask.

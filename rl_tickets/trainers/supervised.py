@@ -45,7 +45,7 @@ from rl_tickets.masks import (
     set_masks,
 )
 from rl_tickets.models import MODELS, build_model
-from rl_tickets.trainers import CurveSink, LevelOutcome, LevelPlan, bisect_scale
+from rl_tickets.trainers import CurveSink, LevelOutcome, LevelPlan
 
 CHECKPOINT_FORMAT = "rl_tickets.supervised/1"
 # Evaluation batch: large enough to amortise Python, small enough that Conv-2's first activations
@@ -420,19 +420,6 @@ class SupervisedTrainer:
             "num_classes": self.num_classes,
             "split_sizes": {s: len(getattr(self.data, s)) for s in ("train", "val", "test")},
         }
-
-    def width_for(self, n_weights: int) -> float:
-        """The width factor whose dense network has about ``n_weights`` prunable weights.
-
-        :param n_weights: target count (the ticket's live weights).
-        """
-
-        def count(scale: float) -> int:
-            skeleton = self._skeleton(scale)
-            weights = dict(skeleton.named_parameters())
-            return sum(weights[n].numel() for n in prunable_names(skeleton))
-
-        return bisect_scale(count, n_weights)
 
     def evaluate_params(self, params: dict[str, torch.Tensor], mask: Mask, start: Path | None) -> float:
         """Test accuracy of an *untrained* network with these parameters and this mask (supermasks).
