@@ -41,6 +41,9 @@ class GradualSchedule:
     :param begin: first pruning step.
     :param end: last pruning step.
     :param every: update period in steps.
+
+    Criteria that compare with earlier weights (magnitude_increase, movement) compare with the weights
+    at the previous mask update (at the first one: the weights of the first call, the run's start).
     """
 
     spec: PruneSpec
@@ -50,12 +53,15 @@ class GradualSchedule:
     end: int
     every: int
     mask: Mask | None = field(default=None)
+    reference: dict[str, torch.Tensor] | None = field(default=None)
     history: list[tuple[int, float]] = field(default_factory=list)
 
     def __call__(self, step: int, weights: dict[str, torch.Tensor]) -> Mask | None:
         """Prune the live weights down to the schedule's density at ``step`` (None if unchanged)."""
+        cpu = {n: weights[n].detach().cpu().clone() for n in self.names}
         if self.mask is None:
             self.mask = {n: torch.ones_like(weights[n], dtype=torch.bool) for n in self.names}
+            self.reference = cpu
         counted = prunable(self.names, self.spec.exclude)
         current = density({n: self.mask[n] for n in counted})
         wanted = target_density(step, self.begin, self.end, self.final_density)
@@ -63,7 +69,8 @@ class GradualSchedule:
             return None
         # Per-layer rate overrides describe per-level rates and have no meaning here.
         spec = replace(self.spec, rate=1.0 - wanted / current, overrides={})
-        cpu = {n: weights[n].detach().cpu() for n in self.names}
-        self.mask = next_mask(spec, cpu, cpu, self.mask)
+        assert self.reference is not None  # set at the first call
+        self.mask = next_mask(spec, cpu, self.reference, self.mask)
+        self.reference = cpu
         self.history.append((step, density({n: self.mask[n] for n in counted})))
         return self.mask

@@ -301,12 +301,29 @@ class Runner:
         source = 0 if oneshot else level - 1
         source_dir = self.paths.level(source, TICKET)
         final = self.trainer.load_params(source_dir / self.trainer.checkpoint_name)
-        initial = self.trainer.load_params(self.trainer.snapshot_path(self._dense_dir, 0))
+        reference = self.trainer.load_params(self._criterion_reference(source))
         current = load_mask(source_dir / "mask.pt") if source else self._dense_mask()
         generator = torch.Generator().manual_seed(seed_for(self.cfg.seed, level, "prune"))
         return next_mask(
-            self.spec, final, initial, current, times=level if oneshot else 1, generator=generator
+            self.spec, final, reference, current, times=level if oneshot else 1, generator=generator
         )
+
+    def _criterion_reference(self, source: int) -> Path:
+        """The weights the pruned level started from: what magnitude_increase and movement compare with.
+
+        Zhou et al. 2019 score a weight by how it changed from the weights its training started from:
+        under ``rewind`` the rewind point k (every level restarts there; for the dense level too, since
+        its mask decides what restarts from k); under ``finetune`` and ``lr_rewind`` the level's own
+        start, the previous level's trained weights (the initialisation for the dense level). Gradual
+        pruning compares with the weights at its previous mask update (:class:`GradualSchedule`).
+
+        :param source: the level whose trained weights are ranked.
+        """
+        if source > 0:
+            return self._ticket_start(source)[0]
+        if self.cfg.retrain.mode == "rewind":
+            return self._rewind_point()[0]
+        return self.trainer.snapshot_path(self._dense_dir, 0)
 
     def _ticket_base(self, level: int) -> LevelPlan:
         """The ticket's start at this level per retrain.mode, without its mask."""

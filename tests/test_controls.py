@@ -32,7 +32,7 @@ from rl_tickets.config import (
 )
 from rl_tickets.gradual import GradualSchedule, target_density
 from rl_tickets.masks import Mask, is_target, load_mask, online_name, read_mask
-from rl_tickets.pruning import erk_densities
+from rl_tickets.pruning import erk_densities, next_mask
 from rl_tickets.runner import COMPLETE, ChainPaths, Runner
 from rl_tickets.trainers import CurveSink, LevelOutcome, LevelPlan
 from rl_tickets.trainers.sb3 import SB3Trainer, seed_for
@@ -523,6 +523,37 @@ def test_lr_rewind_continues_from_the_trained_weights_with_the_schedule_at_k(ppo
         assert (
             first["lr"] < dense[PPO_ROLLOUT]["lr"] and first["clip_range"] < dense[PPO_ROLLOUT]["clip_range"]
         )
+
+
+# ---- criteria compare with the weights the pruned level started from ---------------------------
+def expected_mask(chain: Chain, final: Path, reference: Path, current: Mask) -> Mask:
+    """The mask the chain's pruning rule gives ranking ``final``'s weights against ``reference``'s."""
+    spec = Runner(chain.cfg, chain.spy.inner).spec
+    return next_mask(spec, chain.params(final), chain.params(reference), current)
+
+
+def test_movement_under_late_rewinding_compares_with_the_rewind_point(ppo: Chain) -> None:
+    chain = run(replace(ppo.cfg, controls=[], prune=replace(ppo.cfg.prune, criterion="movement")))
+    assert chain.spy.calls == [(1, "ticket")] and chain.cfg.rewind.step == K > 0
+    dense_dir = chain.paths.level(0, "ticket")
+    mask = chain.mask(1, "ticket")
+    full = {n: torch.ones_like(m) for n, m in mask.items()}
+    assert same_mask(mask, expected_mask(chain, dense_dir / "model.zip", dense_dir / "rewind.zip", full))
+    # Not vacuous: against the initialisation the same rule keeps other weights.
+    assert not same_mask(mask, expected_mask(chain, dense_dir / "model.zip", dense_dir / "init.zip", full))
+
+
+def test_magnitude_increase_under_finetune_compares_with_the_levels_own_start(ppo: Chain) -> None:
+    prune = replace(ppo.cfg.prune, levels=2, criterion="magnitude_increase")
+    chain = run(replace(ppo.cfg, controls=[], prune=prune, retrain=RetrainConfig(mode="finetune")))
+    assert chain.spy.calls == [(1, "ticket"), (2, "ticket")]
+    level = [chain.paths.level(n, "ticket") for n in range(3)]
+    first, second = chain.mask(1, "ticket"), chain.mask(2, "ticket")
+    full = {n: torch.ones_like(m) for n, m in first.items()}
+    # The dense level started from the initialisation; level 1 from the dense level's trained weights.
+    assert same_mask(first, expected_mask(chain, level[0] / "model.zip", level[0] / "init.zip", full))
+    assert same_mask(second, expected_mask(chain, level[1] / "model.zip", level[0] / "model.zip", first))
+    assert not same_mask(second, expected_mask(chain, level[1] / "model.zip", level[0] / "init.zip", first))
 
 
 # ---- gradual pruning and ERK --------------------------------------------------------------------

@@ -4,6 +4,7 @@ criteria as scores, ERK densities and the gradual (Zhu & Gupta) schedule."""
 from __future__ import annotations
 
 import math
+from dataclasses import replace
 
 import pytest
 import torch
@@ -318,6 +319,30 @@ def test_gradual_schedule_reaches_the_scheduled_density_on_live_weights() -> Non
         assert abs(kept(mask) - target_density(step, 100, 500, 0.2) * total) <= 1
         previous = mask
     assert schedule(600, final) is None
+
+
+@pytest.mark.parametrize("criterion", ["movement", "magnitude_increase"])
+def test_gradual_criteria_compare_with_the_weights_at_the_previous_mask_update(criterion: str) -> None:
+    """Each update ranks the current weights against those of the previous update (the run's start at
+    first); ranking weights against themselves scored every weight 0 and kept them by position."""
+    start, middle, later = weights(0), weights(1), weights(2)
+    names = list(start)
+    spec = PruneSpec(scope="global", criterion=criterion)
+    schedule = GradualSchedule(spec=spec, names=names, final_density=0.2, begin=100, end=500, every=100)
+    assert schedule(0, start) is None  # before pruning begins; the run's start is the first reference
+    first = schedule(200, middle)
+    second = schedule(300, later)
+    assert first is not None and second is not None
+    for mask, now, before, previous, step in (
+        (first, middle, start, dense(start), 200),
+        (second, later, middle, first, 300),
+    ):
+        rate = 1.0 - target_density(step, 100, 500, 0.2) / density(previous)
+        expected = next_mask(replace(spec, rate=rate), now, before, previous)
+        assert all(torch.equal(mask[n], expected[n]) for n in names), step
+    # Not kept by position: the first kept entries of the flattened big layer are not simply 0..k-1.
+    flat = first["mlp_extractor.policy_net.2.weight"].flatten()
+    assert not bool(flat[: int(flat.sum())].all())
 
 
 @pytest.mark.parametrize("scope", ["global", "layer"])
