@@ -161,3 +161,50 @@ def test_bad_supermask_settings_are_one_line(tmp_path: Path) -> None:
         validate(replace(cfg, supermask=SupermaskConfig(weights="random")))
     with pytest.raises(ConfigError, match=r"supermask.samples=0 must be > 0"):
         validate(replace(cfg, supermask=SupermaskConfig(samples=0)))
+
+
+def test_report_shows_untrained_rows_and_their_own_verdict(tmp_path: Path) -> None:
+    """The report keeps supermask rows out of "beats <control>?" and asks its own question."""
+    import pandas as pd
+
+    from rl_tickets.report import main as report_main
+
+    meta = {"name": "sm", "task": "rl", "metric": "eval_return_mean", "input_layers": []}
+    for seed in range(5):
+        chain = tmp_path / "chains" / "abcdef123456" / f"seed_{seed}"
+        chain.mkdir(parents=True)
+        (chain / "meta.json").write_text(json.dumps({**meta, "seed": seed}))
+        rows = [
+            {"level": 0, "variant": "ticket", "density": 1.0, "eval_return_mean": 500.0, "timesteps": 100},
+            {
+                "level": 1,
+                "variant": "ticket",
+                "density": 0.8,
+                "eval_return_mean": 480.0 + seed,
+                "timesteps": 100,
+            },
+            # The ticket's mask untrained scores 40 + seed above the random mask on every seed.
+            {
+                "level": 1,
+                "variant": "supermask",
+                "density": 0.8,
+                "eval_return_mean": 60.0 + 2 * seed,
+                "timesteps": 0,
+            },
+            {
+                "level": 1,
+                "variant": "random_supermask",
+                "density": 0.8,
+                "eval_return_mean": 20.0 + seed,
+                "timesteps": 0,
+            },
+        ]
+        pd.DataFrame(rows).to_csv(chain / "levels.csv", index=False)
+    assert report_main([str(tmp_path), "--n-resamples", "200"]) == 0
+    verdicts = pd.read_csv(tmp_path / "report" / "sm" / "verdicts.csv")
+    assert set(verdicts["comparison"]) == {"dense", "supermask_vs_random_supermask"}
+    untrained = verdicts[verdicts["comparison"] == "supermask_vs_random_supermask"].iloc[0]
+    assert untrained["verdict"] == "better" and untrained["diff_mean"] == pytest.approx(42.0)
+    summary_md = (tmp_path / "report" / "sm" / "summary.md").read_text()
+    assert "ticket mask beats random mask without training?" in summary_md
+    assert "| 1 | supermask | 80% | 5 |" in summary_md

@@ -13,7 +13,7 @@ from rl_tickets.report import stats
 from rl_tickets.report.formatting import fmt_density, fmt_num, fmt_p, md_table
 from rl_tickets.report.loading import DENSE, Experiment, variant_order
 from rl_tickets.report.plots import plot_name
-from rl_tickets.report.tables import ReportOptions
+from rl_tickets.report.tables import UNTRAINED_MASKS, ReportOptions
 
 
 def _evidence_p(row: pd.Series) -> float:
@@ -92,15 +92,16 @@ def summary_markdown(
         f'- **beats <control>?** (Yu et al.): two-sided test of "mean difference = 0" at alpha, split into '
         f"its sides: *better* or *worse* (each at most alpha/2 = {options.alpha / 2:g} under the null), "
         "else *no difference*.",
+        "- **ticket mask beats random mask without training?** (with the `supermask` and `random_supermask` "
+        "controls): the same two-sided test on *supermask − random_supermask*, each seed's value being the "
+        "mean over its weight draws, nothing trained.",
         f"- fewer than {min_n} paired seeds: *not enough seeds*.\n",
     ]
     if verdicts.empty:
         out.append("No pruned levels yet.\n")
     else:
         comparisons = [DENSE] + [c for c in variant_order(verdicts["comparison"]) if c != DENSE]
-        headers = ["level", "density"] + [
-            "matches dense?" if c == DENSE else f"beats {c}?" for c in comparisons
-        ]
+        headers = ["level", "density"] + [_question(c) for c in comparisons]
         rows = []
         for level, group in verdicts.groupby("level"):
             cells = {r["comparison"]: verdict_cell(r) for _, r in group.iterrows()}
@@ -110,6 +111,15 @@ def summary_markdown(
         out.append(md_table(headers, rows))
     out.append(f"![{exp.metric} vs density]({plot_name(exp)})\n")
     return "\n".join(out)
+
+
+def _question(comparison: str) -> str:
+    """The verdict table's column header of a comparison."""
+    if comparison == DENSE:
+        return "matches dense?"
+    if comparison == UNTRAINED_MASKS:
+        return "ticket mask beats random mask without training?"
+    return f"beats {comparison}?"
 
 
 def learner_of(meta: dict[str, Any]) -> str:

@@ -18,6 +18,7 @@ from matplotlib.ticker import FixedLocator, MaxNLocator, NullLocator
 from rl_tickets.report.formatting import percent_formatter, percent_log_y
 from rl_tickets.report.loading import TICKET, Experiment, variant_order
 from rl_tickets.report.masks import MaskAnalysis
+from rl_tickets.supermask import SUPERMASK_CONTROLS
 
 
 def plot_name(exp: Experiment) -> str:
@@ -59,7 +60,16 @@ def plot_metric_vs_density(summary: pd.DataFrame, path: Path, ylabel: str, title
         rows = summary[(summary["variant"] == variant) & (summary["density"] > 0)].sort_values("density")
         if rows.empty:
             continue
-        (line,) = ax.plot(rows["density"], rows["mean"], marker="o", ms=3, label=variant)
+        # Untrained (supermask) variants are dashed: they sit beside the trained ones, not among them.
+        untrained = variant in SUPERMASK_CONTROLS
+        (line,) = ax.plot(
+            rows["density"],
+            rows["mean"],
+            marker="o",
+            ms=3,
+            ls="--" if untrained else "-",
+            label=f"{variant} (untrained)" if untrained else variant,
+        )
         ok = np.isfinite(rows["ci_low"].to_numpy(float))
         if ok.any():
             ax.fill_between(

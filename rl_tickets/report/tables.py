@@ -10,6 +10,7 @@ import pandas as pd
 
 from rl_tickets.report import stats
 from rl_tickets.report.loading import DENSE, TICKET, Experiment, variant_order, warn
+from rl_tickets.supermask import SUPERMASK_CONTROLS
 
 # Five seeds at least: below that a verdict rests on too little (and the sign-flip test needs six).
 DEFAULT_MIN_SEEDS = 5
@@ -116,6 +117,10 @@ def _per_seed_values(per_seed: pd.DataFrame, level: int, variant: str, seeds: Se
     return np.array([by_seed.get(s, np.nan) for s in seeds], dtype=float)
 
 
+# The comparison of the two untrained variants: the ticket's mask against a random mask, no training.
+UNTRAINED_MASKS = "supermask_vs_random_supermask"
+
+
 def verdict_table(per_seed: pd.DataFrame, options: ReportOptions | None = None) -> pd.DataFrame:
     """Paired verdicts per pruned level: ticket vs dense (level-0 ticket) and vs each control.
 
@@ -126,7 +131,8 @@ def verdict_table(per_seed: pd.DataFrame, options: ReportOptions | None = None) 
     :param options: test, alpha, minimum seeds, tolerance and Holm correction.
     :return: columns ``level, density, comparison, question, test, n, diff_mean, ci_low, ci_high,
         margin, p_value, p_below, p_value_holm, p_below_holm, verdict``; the ``*_holm`` columns are
-        filled only with ``options.holm``; ``comparison`` is ``"dense"`` or a control name.
+        filled only with ``options.holm``; ``comparison`` is ``"dense"``, a control name, or
+        :data:`UNTRAINED_MASKS` (``supermask`` against ``random_supermask``, both untrained).
     """
     options = options or ReportOptions()
     columns = [
@@ -140,12 +146,19 @@ def verdict_table(per_seed: pd.DataFrame, options: ReportOptions | None = None) 
         ticket = _per_seed_values(per_seed, level, TICKET, seeds)
         density = tickets.loc[tickets["level"] == level, "density"].mean()
         at_level = per_seed[per_seed["level"] == level]["variant"]
-        controls = [v for v in variant_order(at_level) if v != TICKET]
-        comparisons = [(DENSE, "matches", _per_seed_values(per_seed, 0, TICKET, seeds))]
-        comparisons += [(c, "beats", _per_seed_values(per_seed, level, c, seeds)) for c in controls]
-        for name, question, other in comparisons:
+        # Untrained (supermask) rows are not compared with the trained ticket; they answer their own
+        # question: does the ticket's mask beat a random mask with the same per-layer counts, untrained?
+        controls = [v for v in variant_order(at_level) if v != TICKET and v not in SUPERMASK_CONTROLS]
+        comparisons = [(DENSE, "matches", ticket, _per_seed_values(per_seed, 0, TICKET, seeds))]
+        comparisons += [(c, "beats", ticket, _per_seed_values(per_seed, level, c, seeds)) for c in controls]
+        if set(SUPERMASK_CONTROLS) <= set(at_level):
+            supermask, random_supermask = (
+                _per_seed_values(per_seed, level, v, seeds) for v in SUPERMASK_CONTROLS
+            )
+            comparisons.append((UNTRAINED_MASKS, "beats", supermask, random_supermask))
+        for name, question, mine, other in comparisons:
             result = stats.paired_verdict(
-                ticket,
+                mine,
                 other,
                 options.min_seeds,
                 question=question,
