@@ -15,6 +15,7 @@ from hydra.core.hydra_config import HydraConfig
 from hydra.types import RunMode
 from omegaconf import DictConfig, OmegaConf
 
+from rl_tickets.cli_help import register_help_resolvers
 from rl_tickets.config import Config, ConfigError, register_schemas
 from rl_tickets.job import UserError, run_job
 
@@ -49,9 +50,10 @@ def app(composed: DictConfig) -> None:
 
 
 def main() -> None:
-    """Console entry: register the schema, then hand over to Hydra."""
+    """Console entry: register the schema and the help resolvers, then hand over to Hydra."""
     os.environ.setdefault("WANDB_SILENT", "true")
     register_schemas()
+    register_help_resolvers()
     app()
 
 

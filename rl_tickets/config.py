@@ -153,6 +153,8 @@ class LoggerConfig:
     project: str = "rl_tickets"
     entity: str | None = None
     init_timeout: float = 15.0
+    # Log each finished level's model and mask as a W&B artifact (a copy; the files stay on disk).
+    artifacts: bool = False
 
 
 @dataclass

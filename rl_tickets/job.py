@@ -1,21 +1,27 @@
-"""One job: validate the config, pick the trainer, run the chain, show progress and the result table."""
+"""One job: validate the config, pick the trainer, run the chain, show progress and the result table.
+
+Progress lines, the table and the results path go to the console *and* to Python logging (logger
+``rl_tickets.job``), so the Hydra log file of a run (``<run dir>/rl-tickets.log``) holds them too.
+"""
 
 from __future__ import annotations
 
 import csv
-import sys
+import logging
 import time
-from collections.abc import Callable
-from dataclasses import asdict
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
 import torch
 
 from rl_tickets.config import Config, ConfigError, display_name, validate
+from rl_tickets.console import fmt_value, say, text_table
 from rl_tickets.runner import ChainPaths, Mirror, Runner
 from rl_tickets.trainers import Trainer
 from rl_tickets.trainers.sb3 import seed_for
+
+log = logging.getLogger(__name__)
 
 
 class UserError(Exception):
@@ -91,9 +97,10 @@ class Progress(Mirror):
             f"density={row['density']:.4f} {self.metric}={value:.4g}  elapsed {elapsed:.0f}s eta {eta:.0f}s"
         )
         if self.bar is not None:
-            self.bar.console.print(line)
+            self.bar.console.print(line, soft_wrap=True)  # soft wrap: never break a line (or path) in two
+            log.info(line)
         else:
-            print(line, flush=True)
+            say(line, log)
 
     def close(self) -> None:
         """Stop the live bar."""
@@ -101,24 +108,31 @@ class Progress(Mirror):
             self.bar.stop()
 
 
-def print_table(levels_csv: Path, metric: str) -> None:
-    """Print levels.csv as a small table (rich when available, plain text otherwise).
+def sd_column(metric: str, columns: Sequence[str]) -> str | None:
+    """The column holding the spread of ``metric`` (``eval_return_mean`` -> ``eval_return_std``), if any."""
+    if metric.endswith("_mean") and (std := metric[: -len("_mean")] + "_std") in columns:
+        return std
+    return None
+
+
+def levels_table(levels_csv: Path, metric: str) -> str:
+    """levels.csv as a plain-text table: density, the metric with 4 significant digits and its sd.
 
     :param levels_csv: the chain's levels.csv.
     :param metric: the headline metric column.
+    :return: the path on a line of its own (never wrapped), then the table.
     """
-    rows = list(csv.DictReader(open(levels_csv)))
-    from rich.console import Console
-    from rich.table import Table
-
-    table = Table(title=str(levels_csv))
-    for column in ("level", "variant", "density", metric):
-        table.add_column(column, justify="right")
-    for row in rows:
-        table.add_row(
-            row["level"], row["variant"], f"{float(row['density']):.4f}", f"{float(row[metric]):.2f}"
-        )
-    Console(file=sys.stdout).print(table)
+    with open(levels_csv, newline="") as handle:
+        reader = csv.DictReader(handle)
+        rows = list(reader)
+        sd = sd_column(metric, reader.fieldnames or [])
+    headers = ["level", "variant", "density", metric] + (["sd"] if sd else [])
+    cells = [
+        [row["level"], row["variant"], f"{float(row['density']):.4f}", fmt_value(row.get(metric))]
+        + ([fmt_value(row.get(sd))] if sd else [])
+        for row in rows
+    ]
+    return f"{levels_csv}\n{text_table(headers, cells)}"
 
 
 def threads_for(cfg: Config, multirun: bool) -> int:
@@ -153,16 +167,9 @@ def run_job(cfg: Config, multirun: bool = False, live: bool = False) -> Path:
     trainer = TRAINERS[cfg.task](cfg)
     mirror = None
     if cfg.logger.mode != "disabled":
-        from rl_tickets.tracking import WandbMirror
+        from rl_tickets.tracking import WandbMirror, run_info
 
-        paths = ChainPaths.of(cfg)
-        mirror = WandbMirror(
-            cfg.logger,
-            group=display_name(cfg),
-            name=f"{paths.chain.parent.name}-s{cfg.seed}",
-            config=asdict(cfg),
-            directory=Path(cfg.root),
-        )
+        mirror = WandbMirror(cfg.logger, run_info(cfg, ChainPaths.of(cfg)), directory=Path(cfg.root))
     progress = Progress(cfg, trainer.metric, trainer.budget, live=live)
     mirrors: list[Mirror] = [progress] + ([mirror] if mirror is not None else [])
     try:
@@ -172,8 +179,8 @@ def run_job(cfg: Config, multirun: bool = False, live: bool = False) -> Path:
         if mirror is not None:
             mirror.close()
     if not multirun:
-        print_table(chain / "levels.csv", trainer.metric)
-    print(f"results: {chain}")
+        say(levels_table(chain / "levels.csv", trainer.metric), log)
+    say(f"results: {chain}", log)
     return chain
 
 

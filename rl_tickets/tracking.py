@@ -1,21 +1,103 @@
 """Weights & Biases mirror of the local result files (never the only copy).
 
-One W&B run per chain and variant: ``group`` = the experiment, ``job_type`` = the variant (the
-ticket is ``ticket``). Levels rewind ``num_timesteps``, and W&B drops a ``step=`` lower than the
-run's current one, so nothing is logged with ``step=``: per-level values use ``level`` as their
-x-axis and curves a cumulative ``global_step`` (``define_metric``). wandb is imported only when used.
+One W&B run per chain and variant, named ``<experiment>/<variant>/s<seed>``: ``group`` = the
+experiment, ``job_type`` = the variant (the ticket is ``ticket``), tags ``algo:``/``env:`` (or
+``model:``/``data:``), ``variant:``, ``scope:`` and ``retrain:``. ``wandb.config`` holds only the
+chosen task's config (:mod:`rl_tickets.task_sections`) plus ``chain_hash`` and ``results`` (the chain
+directory). Evaluation rows also carry SB3's names (``eval/mean_reward``, ``eval/mean_ep_length``) so
+dashboards built for SB3's ``EvalCallback`` work. Levels rewind ``num_timesteps``, and W&B drops a
+``step=`` lower than the run's current one, so nothing is logged with ``step=``: per-level values use
+``level`` as their x-axis and curves a cumulative ``global_step`` (``define_metric``). With
+``logger.artifacts=true`` each finished level's model and mask are logged as a versioned artifact
+(aliased ``level-N``), offline too. wandb is imported only when used.
 """
 
 from __future__ import annotations
 
 import netrc
 import os
+import re
 import sys
+from collections.abc import Callable
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 from urllib.parse import urlparse
 
-from rl_tickets.config import LoggerConfig
+from rl_tickets.config import Config, LoggerConfig, display_name
+from rl_tickets.task_sections import for_task
+
+if TYPE_CHECKING:
+    from rl_tickets.runner import ChainPaths
+
+# Our evaluation keys and SB3 EvalCallback's names for the same numbers (logged under both). The
+# episode-length names cover what a trainer may record; a row without one simply has no length.
+SB3_EVAL_NAMES = {
+    "eval/return_mean": "eval/mean_reward",
+    "eval/ep_length_mean": "eval/mean_ep_length",
+    "eval/length_mean": "eval/mean_ep_length",
+}
+# Files of a level directory that make up its artifact (whichever exist: RL or supervised).
+ARTIFACT_FILES = ("model.zip", "model_vecnormalize.pkl", "model.pt", "mask.pt", "metrics.json")
+
+
+@dataclass(frozen=True)
+class RunInfo:
+    """What a job's W&B runs are called, tagged and given as config.
+
+    :param group: the experiment's display name (W&B group, first part of every run name).
+    :param seed: the chain's seed (last part of every run name).
+    :param chain_hash: the chain directory's hash (artifact names; also in ``config``).
+    :param config: ``wandb.config``.
+    :param tags: tags shared by the job's runs (each run adds ``variant:<variant>``).
+    :param level_dir: where a finished (level, variant) lives, for artifacts; ``None``: no artifacts.
+    """
+
+    group: str
+    seed: int
+    chain_hash: str = ""
+    config: dict[str, Any] = field(default_factory=dict)
+    tags: tuple[str, ...] = ()
+    level_dir: Callable[[int, str], Path] | None = None
+
+    def run_name(self, variant: str) -> str:
+        """``<experiment>/<variant>/s<seed>``, e.g. ``ppo_cartpole/ticket/s0``."""
+        return f"{self.group}/{variant}/s{self.seed}"
+
+
+def job_tags(cfg: Config) -> tuple[str, ...]:
+    """Tags of a job's runs: what was trained on what, the pruning scope and the retraining mode.
+
+    :param cfg: the job config.
+    """
+    learner = (
+        (f"model:{cfg.model.name}", f"data:{cfg.data.name}")
+        if cfg.task == "supervised"
+        else (f"algo:{cfg.algo.name}", f"env:{cfg.env.name}")
+    )
+    # W&B refuses tags longer than 64 characters.
+    return tuple(t[:64] for t in (*learner, f"scope:{cfg.prune.scope}", f"retrain:{cfg.retrain.mode}"))
+
+
+def run_info(cfg: Config, paths: ChainPaths) -> RunInfo:
+    """Names, tags and config of a job's W&B runs.
+
+    :param cfg: the job config.
+    :param paths: the chain's directories (the hash and results path go into the config).
+    """
+    chain_hash = paths.chain.parent.name
+    config = {
+        **for_task(asdict(cfg), cfg.task),
+        "chain_hash": chain_hash,
+        "results": str(paths.chain.resolve()),
+    }
+    return RunInfo(display_name(cfg), cfg.seed, chain_hash, config, job_tags(cfg), paths.level)
+
+
+def with_sb3_names(row: dict[str, Any]) -> dict[str, Any]:
+    """``row`` plus SB3's names for our evaluation keys that it holds (see :data:`SB3_EVAL_NAMES`)."""
+    extra = {sb3: row[ours] for ours, sb3 in SB3_EVAL_NAMES.items() if ours in row and sb3 not in row}
+    return {**row, **extra}
 
 
 def has_api_key() -> bool:
@@ -33,24 +115,14 @@ def has_api_key() -> bool:
 class WandbMirror:
     """Lazily opens one W&B run per variant; :meth:`close` finishes them all (call it in ``finally``)."""
 
-    def __init__(
-        self, settings: LoggerConfig, group: str, name: str, config: dict[str, Any], directory: Path
-    ) -> None:
+    def __init__(self, settings: LoggerConfig, info: RunInfo, directory: Path) -> None:
         """Remember how to open runs; nothing is opened until something is logged.
 
-        :param settings: mode (offline/online/disabled), project, entity, init timeout.
-        :param group: the experiment's display name.
-        :param name: a run-name stem (e.g. chain hash and seed).
-        :param config: the resolved config, stored in ``wandb.config``.
+        :param settings: mode (offline/online/disabled), project, entity, init timeout, artifacts.
+        :param info: run names, tags and config (:func:`run_info`).
         :param directory: where W&B writes its files (``<dir>/wandb``).
         """
-        self.settings, self.group, self.name, self.config, self.directory = (
-            settings,
-            group,
-            name,
-            config,
-            directory,
-        )
+        self.settings, self.info, self.directory = settings, info, directory
         self.mode = settings.mode
         self.runs: dict[str, Any] = {}
 
@@ -70,10 +142,11 @@ class WandbMirror:
         kwargs = dict(
             project=self.settings.project,
             entity=self.settings.entity,
-            group=self.group,
+            group=self.info.group,
             job_type=variant,
-            name=f"{self.name}-{variant}",
-            config=self.config,
+            name=self.info.run_name(variant),
+            tags=[*self.info.tags, f"variant:{variant}"[:64]],
+            config=self.info.config,
             dir=str(self.directory),
             reinit="create_new",
         )
@@ -107,7 +180,35 @@ class WandbMirror:
         if self.mode == "disabled":
             return
         values = {f"level/{k}": v for k, v in row.items() if isinstance(v, int | float) and k != "level"}
-        self._open(variant).log({"level": row["level"], **values})
+        run = self._open(variant)
+        run.log({"level": row["level"], **values})
+        if self.settings.artifacts and self.info.level_dir is not None:
+            self._log_artifact(run, variant, row)
+
+    def _log_artifact(self, run: Any, variant: str, row: dict[str, Any]) -> None:
+        """Log a finished level's model and mask as a new version of the variant's artifact.
+
+        A failure only costs the W&B copy (the files stay on disk), so it is one line, not a crash.
+        """
+        import wandb
+
+        assert self.info.level_dir is not None
+        level = int(row["level"])
+        directory = self.info.level_dir(level, variant)
+        files = [directory / name for name in ARTIFACT_FILES if (directory / name).is_file()]
+        if not files:
+            return
+        # Artifact names allow letters, digits, '-', '_' and '.' only.
+        stem = f"{self.info.group}-{self.info.chain_hash[:8]}-s{self.info.seed}-{variant}"
+        name = re.sub(r"[^A-Za-z0-9._-]+", "_", stem)
+        metadata = {k: v for k, v in row.items() if isinstance(v, int | float | str)}
+        artifact = wandb.Artifact(name, type="model", metadata={**metadata, "directory": str(directory)})
+        for path in files:
+            artifact.add_file(str(path), name=path.name)
+        try:
+            run.log_artifact(artifact, aliases=[f"level-{level}"])
+        except Exception as error:  # wandb raises many types; the local files are the real copy
+            print(f"wandb: could not log artifact {name} ({type(error).__name__}: {error})", file=sys.stderr)
 
     def curve(self, variant: str, offset: int, start_step: int, row: dict[str, Any]) -> None:
         """Log a training/eval curve point against the cumulative ``global_step`` axis.
@@ -120,7 +221,7 @@ class WandbMirror:
         if self.mode == "disabled":
             return
         step = int(row.get("step", start_step))
-        values = {k: v for k, v in row.items() if k != "step"}
+        values = {k: v for k, v in with_sb3_names(row).items() if k != "step"}
         self._open(variant).log({"global_step": offset + step - start_step, **values})
 
     def close(self) -> None:

@@ -62,6 +62,16 @@ def test_end_to_end_run_then_rerun_trains_nothing(tmp_path: Path) -> None:
     # W&B wrote an offline run under the root, and Hydra's run files live under the root too.
     assert list((tmp_path / "wandb").glob("offline-run-*"))
     assert (tmp_path / "hydra").is_dir()
+    # Piped, the table keeps its path whole on one line and shows the sd over evaluation episodes.
+    lines = first.stdout.splitlines()
+    assert str(chain / "levels.csv") in lines
+    assert lines[lines.index(str(chain / "levels.csv")) + 1].split() == [
+        "level", "variant", "density", "eval_return_mean", "sd"
+    ]  # fmt: skip
+    # Progress and results also went through logging into Hydra's log file, named after the app.
+    (log_file,) = (tmp_path / "hydra" / "runs").glob("*/rl-tickets.log")
+    logged = log_file.read_text()
+    assert "level 1/1 ticket" in logged and f"results: {chain}" in logged
 
     stamp = (chain / "level_01" / "ticket" / "model.zip").stat().st_mtime_ns
     second = cli(tmp_path, *TINY_PPO, "logger.mode=disabled")
@@ -127,3 +137,35 @@ def test_hydra_rejects_unknown_options_and_wrong_types(
     assert result.returncode != 0
     assert message in result.stderr
     assert not (tmp_path / "results" / "chains").exists()
+
+
+@pytest.mark.parametrize(
+    ("task", "shown", "hidden"),
+    [
+        ("rl", ["algo:", "env:", "zoo:", "  timesteps:"], ["model:", "data:", "  iterations:", "  lr:"]),
+        (
+            "supervised",
+            ["model:", "data:", "  iterations:", "  lr:"],
+            ["algo:", "env:", "zoo:", "  timesteps:"],
+        ),
+    ],
+)
+def test_help_names_the_app_and_shows_only_the_task(
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+    task: str,
+    shown: list[str],
+    hidden: list[str],
+) -> None:
+    """``--help`` is titled rl-tickets (not Hydra's ``__main__``) and lists only the chosen task's groups and keys."""
+    monkeypatch.setattr(sys, "argv", ["rl-tickets", f"task={task}", "--help"])
+    with pytest.raises(SystemExit) as exited:
+        main()
+    assert exited.value.code in (0, None)
+    text = capsys.readouterr().out
+    assert text.startswith("rl-tickets: ") and "__main__" not in text
+    lines = text.splitlines()  # top-level keys and groups at column 0, train.* indented by two
+    for key in shown:
+        assert any(line.startswith(key) for line in lines), key
+    for key in hidden:
+        assert not any(line.startswith(key) for line in lines), key

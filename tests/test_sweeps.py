@@ -8,6 +8,7 @@ import sys
 import threading
 from pathlib import Path
 
+import pandas as pd
 import pytest
 
 from rl_tickets.config import Config
@@ -49,6 +50,12 @@ def test_multirun_completes_and_resumes(tmp_path: Path, launcher: str, seeds: st
     assert [c.name for c in chains] == [f"seed_{s}" for s in seeds.split(",")]
     for chain in chains:
         assert len((chain / "levels.csv").read_text().splitlines()) == 3  # header, level 0, level 1
+    # The sweep ends with one per-variant summary over its seeds (printed, and as CSV in the sweep dir).
+    assert "sweep summary" in first.stdout and "ppo_cartpole: eval_return_mean over seeds" in first.stdout
+    (summary_csv,) = (tmp_path / "hydra" / "multirun").glob("*/summary.csv")
+    summary = pd.read_csv(summary_csv)
+    assert list(summary.columns) == ["experiment", "metric", "level", "variant", "density", "n", "mean", "sd"]
+    assert summary["n"].tolist() == [len(chains)] * 2
     stamps = model_stamps(tmp_path)
     assert len(stamps) == 2 * len(chains)
     again = multirun(tmp_path, launcher, seeds)

@@ -1,18 +1,25 @@
-"""The W&B mirror: offline by default, disabled writes nothing, online without a key falls back offline."""
+"""The W&B mirror: offline by default, disabled writes nothing, online without a key falls back offline;
+runs are named, tagged and carry only their task's config (read back from the offline files)."""
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import pytest
+import torch
+from wandb_records import history_rows, of_type, offline_runs
 
-from rl_tickets.config import LoggerConfig
-from rl_tickets.tracking import WandbMirror
+from rl_tickets.config import Config, LoggerConfig
+from rl_tickets.runner import ChainPaths
+from rl_tickets.task_sections import OTHER_TASK_KEYS
+from rl_tickets.tracking import RunInfo, WandbMirror, run_info
 
 
-def log_one_level(mode: str, root: Path) -> WandbMirror:
+def log_one_level(mode: str, root: Path, info: RunInfo | None = None, **settings: object) -> WandbMirror:
     """Open a mirror, log a level row and a curve point for two variants, and close it."""
-    mirror = WandbMirror(LoggerConfig(mode=mode, init_timeout=5), "exp", "chain-s0", {"seed": 0}, root)
+    info = info or RunInfo(group="exp", seed=0, config={"seed": 0})
+    mirror = WandbMirror(LoggerConfig(mode=mode, init_timeout=5, **settings), info, root)  # type: ignore[arg-type]
     try:
         for variant in ("ticket", "reinit"):
             mirror.level(variant, {"level": 1, "variant": variant, "density": 0.8, "eval_return_mean": 100.0})
@@ -22,9 +29,16 @@ def log_one_level(mode: str, root: Path) -> WandbMirror:
     return mirror
 
 
-def test_offline_writes_one_run_per_variant(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    """Offline mode needs no account and writes one local run per variant under the root."""
+@pytest.fixture
+def offline(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    """W&B offline, with its artifact staging and cache inside the test's directory."""
     monkeypatch.delenv("WANDB_MODE", raising=False)
+    monkeypatch.setenv("WANDB_DATA_DIR", str(tmp_path / "wandb_data"))
+    monkeypatch.setenv("WANDB_CACHE_DIR", str(tmp_path / "wandb_cache"))
+
+
+def test_offline_writes_one_run_per_variant(tmp_path: Path, offline: None) -> None:
+    """Offline mode needs no account and writes one local run per variant under the root."""
     log_one_level("offline", tmp_path)
     runs = list((tmp_path / "wandb").glob("offline-run-*"))
     assert len(runs) == 2
@@ -39,10 +53,9 @@ def test_disabled_writes_nothing(tmp_path: Path) -> None:
 
 
 def test_online_without_api_key_says_so_and_continues_offline(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+    tmp_path: Path, offline: None, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
 ) -> None:
     """No key: one clear line on stderr, then the run is logged offline (never lost)."""
-    monkeypatch.delenv("WANDB_MODE", raising=False)
     monkeypatch.delenv("WANDB_API_KEY", raising=False)
     monkeypatch.setenv("HOME", str(tmp_path / "home"))  # no ~/.netrc
     monkeypatch.setenv("NETRC", str(tmp_path / "home" / ".netrc"))
@@ -51,3 +64,59 @@ def test_online_without_api_key_says_so_and_continues_offline(
     lines = [line for line in capsys.readouterr().err.splitlines() if "no API key" in line]
     assert len(lines) == 1
     assert list((tmp_path / "wandb").glob("offline-run-*"))
+
+
+@pytest.mark.parametrize("task", ["rl", "supervised"])
+def test_offline_run_carries_only_its_task_config_a_name_and_tags(
+    tmp_path: Path, offline: None, task: str
+) -> None:
+    """Read back from the offline files: no key of the other task, the chain hash and results path in the
+    config, ``<name>/<variant>/s<seed>`` as the run name, and the tags."""
+    cfg = Config(task=task, root=str(tmp_path), seed=3)
+    paths = ChainPaths.of(cfg)
+    log_one_level("offline", tmp_path, run_info(cfg, paths))
+    runs = offline_runs(tmp_path)
+    assert len(runs) == 2
+    for records in runs:
+        (run,) = of_type(records, "run")
+        config = {u.key: json.loads(u.value_json) for u in run.config.update if u.key != "_wandb"}
+        for key in OTHER_TASK_KEYS[task]:
+            section, _, field = key.partition(".")
+            assert (section not in config) if not field else (field not in config.get(section, {})), key
+        assert config["task"] == task and config["seed"] == 3
+        assert config["chain_hash"] == paths.chain.parent.name
+        assert config["results"] == str(paths.chain.resolve())
+        variant = run.job_type
+        assert (
+            run.display_name
+            == f"{'lenet_300_100_mnist5k' if task == 'supervised' else 'ppo_cartpole'}/{variant}/s3"
+        )
+        learner = (
+            ["model:lenet_300_100", "data:mnist5k"] if task == "supervised" else ["algo:ppo", "env:cartpole"]
+        )
+        assert list(run.tags) == [*learner, "scope:global", "retrain:rewind", f"variant:{variant}"]
+    assert "iterations" in Config().train.__dict__  # the schema itself keeps every key
+
+
+def test_eval_rows_also_carry_sb3_names(tmp_path: Path, offline: None) -> None:
+    """Our eval/return_mean is logged beside SB3 EvalCallback's eval/mean_reward (same value)."""
+    log_one_level("offline", tmp_path)
+    for records in offline_runs(tmp_path):
+        rows = [row for row in history_rows(records) if "eval/return_mean" in row]
+        assert rows and all(row["eval/mean_reward"] == row["eval/return_mean"] == 50.0 for row in rows)
+
+
+def test_artifacts_offline(tmp_path: Path, offline: None) -> None:
+    """logger.artifacts=true: each logged level's model and mask become a version of the variant's
+    artifact, aliased level-N, written offline."""
+    level_dir = tmp_path / "level"
+    level_dir.mkdir()
+    torch.save({"w": torch.ones(2, dtype=torch.bool)}, level_dir / "mask.pt")
+    (level_dir / "model.zip").write_bytes(b"zip")
+    info = RunInfo(group="exp", seed=0, chain_hash="abcdef123456", level_dir=lambda level, variant: level_dir)
+    log_one_level("offline", tmp_path, info, artifacts=True)
+    artifacts = [a for records in offline_runs(tmp_path) for a in of_type(records, "artifact")]
+    assert sorted(a.name for a in artifacts) == ["exp-abcdef12-s0-reinit", "exp-abcdef12-s0-ticket"]
+    for artifact in artifacts:
+        assert "level-1" in artifact.aliases and artifact.type == "model"
+        assert sorted(e.path for e in artifact.manifest.contents) == ["mask.pt", "model.zip"]

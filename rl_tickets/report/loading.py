@@ -150,14 +150,20 @@ def discover(root: Path) -> list[Experiment]:
     :param root: the results root.
     :return: experiments sorted by label, each with its chains sorted by seed.
     """
+    seed_dirs = [d for d in sorted((root / "chains").glob("*/seed_*")) if d.is_dir()]
+    return group_chains(chain for d in seed_dirs if (chain := load_chain(d)) is not None)
+
+
+def group_chains(chains: Iterable[Chain]) -> list[Experiment]:
+    """Group chains into experiments by ``meta["name"]`` and chain hash (see :func:`discover`).
+
+    :param chains: loaded chains, e.g. those of one sweep.
+    :return: experiments sorted by label, each with its chains sorted by seed.
+    """
     groups: dict[tuple[str, str], list[Chain]] = {}
-    for seed_dir in sorted((root / "chains").glob("*/seed_*")):
-        if not seed_dir.is_dir():
-            continue
-        chain = load_chain(seed_dir)
-        if chain is not None:
-            name = str(chain.meta.get("name") or chain.chain_hash)
-            groups.setdefault((name, chain.chain_hash), []).append(chain)
+    for chain in chains:
+        name = str(chain.meta.get("name") or chain.chain_hash)
+        groups.setdefault((name, chain.chain_hash), []).append(chain)
     name_counts: dict[str, int] = {}
     for name, _ in groups:
         name_counts[name] = name_counts.get(name, 0) + 1
