@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 import os
 import shutil
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -47,17 +48,6 @@ def _check(name: str, diff: float, tolerance: float) -> float:
     if diff > tolerance:
         raise RuntimeError(f"{name} differs from the level's agent by {diff:.3g} (> {tolerance:g})")
     return diff
-
-
-def _check_plain(
-    level: Level, path: Path, reference: list[torch.Tensor], obs: torch.Tensor, actions: torch.Tensor
-) -> float:
-    """Load the plain zip with SB3's own ``load`` and compare every network output."""
-    light = {"buffer_size": 1} if issubclass(level.cls, OffPolicyAlgorithm) else {}
-    plain: BaseAlgorithm = level.cls.load(path, device="cpu", **light)
-    return _check(
-        "model.zip", _max_diff(reference, head_outputs(plain.policy, level.algo, obs, actions)), 0.0
-    )
 
 
 def _check_actor(actor: nn.Module, policy: BasePolicy, obs: torch.Tensor) -> None:
@@ -100,25 +90,99 @@ def export_level(level_dir: Path, out: Path, calls: int = 200) -> dict[str, Any]
     return record
 
 
+@dataclass
+class _Probe:
+    """The level's own agent and the inputs every form is checked on."""
+
+    level: Level
+    policy: BasePolicy
+    obs: torch.Tensor
+    actions: torch.Tensor
+    reference: list[torch.Tensor]
+
+    @classmethod
+    def of(cls, level: Level) -> _Probe:
+        """Load the level's agent and compute its outputs on the check inputs."""
+        policy = level.agent().policy.eval()
+        obs = observations(policy.observation_space, CHECK_OBSERVATIONS, seed=0)
+        actions = unit_actions(policy.action_space, CHECK_OBSERVATIONS, seed=1)
+        return cls(level, policy, obs, actions, head_outputs(policy, level.algo, obs, actions))
+
+    def diff(self, policy: BasePolicy) -> float:
+        """Largest output difference of ``policy`` against the level's agent."""
+        return _max_diff(self.reference, head_outputs(policy, self.level.algo, self.obs, self.actions))
+
+
+# A form of the actor: its ops and the tensors they name.
+Form = tuple[list[Op], dict[str, torch.Tensor]]
+
+
+def _write_plain_forms(probe: _Probe, tmp: Path, record: dict[str, Any]) -> Form | None:
+    """model.zip (+ vecnormalize.pkl) and compact.zip; returns the compact form (None if not written)."""
+    level = probe.level
+    write_plain(level, tmp / "model.zip")
+    light = {"buffer_size": 1} if issubclass(level.cls, OffPolicyAlgorithm) else {}
+    plain: BaseAlgorithm = level.cls.load(tmp / "model.zip", device="cpu", **light)  # SB3's own load
+    record["model_max_abs_diff"] = _check("model.zip", probe.diff(plain.policy), 0.0)
+    if level.vecnormalize is not None:
+        shutil.copyfile(level.vecnormalize, tmp / "vecnormalize.pkl")
+        record["notes"].append(
+            "observations are normalised: VecNormalize.load('vecnormalize.pkl', venv), then "
+            "training=False and norm_reward=False to act; actor.pt and sparse.pt expect normalised inputs"
+        )
+    if level.data.get("use_sde"):
+        record["notes"].append(
+            "compact.zip not written: gSDE's noise matrix depends on the last hidden width"
+        )
+        return None
+    compacted = write_compact(level, probe.policy, tmp / "compact.zip")
+    small = compacted.agent.policy.eval()
+    record["compact"] = {
+        "widths_before": compacted.widths_before,
+        "widths_after": compacted.widths_after,
+        "max_abs_diff": _check("compact.zip", probe.diff(small), TOLERANCE),
+        "optimizer": COMPACT_NOTE,
+    }
+    return actor_ops(small, level.algo), dict(small.state_dict())
+
+
+def _write_sparse(
+    probe: _Probe, tmp: Path, dense: Form
+) -> tuple[list[Op], dict[str, torch.Tensor], dict[str, list[int]]]:
+    """sparse.pt, read back the way a user reads it; its actor must match the dense one."""
+    ops, state = dense
+    write_sparse(
+        tmp / "sparse.pt", bundle(probe.level.algo, state, ops, probe.level.data.get("policy_kwargs", {}))
+    )
+    content = load_sparse(tmp / "sparse.pt")
+    with torch.no_grad():
+        want = build_actor(_raw(ops), state)(probe.obs)
+        got = build_actor(_raw(content["actor"]), content["state_dict"], content["shapes"])(probe.obs)
+    _check("sparse.pt", _max_diff([want], [got]), TOLERANCE)
+    return content["actor"], content["state_dict"], content["shapes"]
+
+
+def _write_torchscript(probe: _Probe, tmp: Path, form: Form, dense: nn.Module) -> None:
+    """actor.pt: the form's actor as TorchScript, reloaded and compared with the dense actor."""
+    torch.jit.script(build_actor(*form)).save(str(tmp / "actor.pt"))
+    with torch.no_grad():
+        got = torch.jit.load(str(tmp / "actor.pt"))(probe.obs).double()
+        _check("actor.pt", _max_diff([got], [dense(probe.obs).double()]), TOLERANCE)
+
+
 def _export(level: Level, tmp: Path, calls: int) -> dict[str, Any]:
     """Write every form into ``tmp`` and return the record."""
-    policy = level.agent().policy.eval()
-    algo, name = level.algo, ALGO_NAMES[level.algo]
-    obs = observations(policy.observation_space, CHECK_OBSERVATIONS, seed=0)
-    actions = unit_actions(policy.action_space, CHECK_OBSERVATIONS, seed=1)
-    reference = head_outputs(policy, algo, obs, actions)
+    probe = _Probe.of(level)
     state = plain_state(level.params["policy"])
-    ops = actor_ops(policy, algo)
-    dense = build_actor(ops, state)
-    _check_actor(dense, policy, obs)
-    record: dict[str, Any] = {"source": str(level.path), "algo": algo, "env_id": level.env_id, "notes": []}
-    forms: dict[str, nn.Module] = {"dense": dense}
-    weights = {"dense": state_bytes(state)}
-    parameters = {"policy": {"dense": sum(t.numel() for t in state.values())}, "actor": {}}
-    parameters["policy"]["nonzero"] = sum(int((t != 0).sum()) for t in state.values())
-    parameters["actor"]["dense"], parameters["actor"]["nonzero"] = actor_parameters(ops, state)
-    smallest = (ops, state)
-
+    forms: dict[str, Form] = {"dense": (actor_ops(probe.policy, level.algo), state)}
+    actors = {"dense": build_actor(*forms["dense"])}
+    _check_actor(actors["dense"], probe.policy, probe.obs)
+    record: dict[str, Any] = {
+        "source": str(level.path),
+        "algo": level.algo,
+        "env_id": level.env_id,
+        "notes": [],
+    }
     foreign = foreign_keys(level.data)
     if foreign:
         record["notes"].append(
@@ -126,68 +190,37 @@ def _export(level: Level, tmp: Path, calls: int) -> dict[str, Any]:
             "(e.g. the MinAtar CNN features extractor), so no plain SB3 checkpoint can hold this policy; "
             "actor.pt (TorchScript, torch alone) is the deterministic actor"
         )
-    else:
-        write_plain(level, tmp / "model.zip")
-        record["model_max_abs_diff"] = _check_plain(level, tmp / "model.zip", reference, obs, actions)
-        if level.vecnormalize is not None:
-            shutil.copyfile(level.vecnormalize, tmp / "vecnormalize.pkl")
-            record["notes"].append(
-                "observations are normalised: VecNormalize.load('vecnormalize.pkl', venv), then "
-                "training=False and norm_reward=False to act; actor.pt and sparse.pt expect normalised inputs"
-            )
-    if not foreign and level.data.get("use_sde"):
-        record["notes"].append(
-            "compact.zip not written: gSDE's noise matrix depends on the last hidden width"
-        )
-    elif not foreign:
-        compacted = write_compact(level, policy, tmp / "compact.zip")
-        small = compacted.agent.policy.eval()
-        diff = _max_diff(reference, head_outputs(small, algo, obs, actions))
-        record["compact"] = {
-            "widths_before": compacted.widths_before,
-            "widths_after": compacted.widths_after,
-            "max_abs_diff": _check("compact.zip", diff, TOLERANCE),
-            "optimizer": COMPACT_NOTE,
-        }
-        compact_state = dict(small.state_dict())
-        compact_ops = actor_ops(small, algo)
-        forms["compact"] = build_actor(compact_ops, compact_state)
-        weights["compact"] = state_bytes(compact_state)
-        parameters["policy"]["compact"] = sum(t.numel() for t in compact_state.values())
-        parameters["actor"]["compact"] = actor_parameters(compact_ops, compact_state)[0]
-        smallest = (compact_ops, compact_state)
+    elif (compact_form := _write_plain_forms(probe, tmp, record)) is not None:
+        forms["compact"] = compact_form
+        actors["compact"] = build_actor(*compact_form)
+    sparse_ops, sparse_tensors, shapes = _write_sparse(probe, tmp, forms["dense"])
+    actors["sparse"] = build_actor(sparse_ops, sparse_tensors, shapes)
+    smallest = "compact" if "compact" in forms else "dense"
+    _write_torchscript(probe, tmp, forms[smallest], actors["dense"])
 
-    write_sparse(tmp / "sparse.pt", bundle(algo, state, ops, level.data.get("policy_kwargs", {})))
-    content = load_sparse(tmp / "sparse.pt")
-    forms["sparse"] = build_actor(content["actor"], content["state_dict"], content["shapes"])
-    weights["sparse"] = state_bytes(content["state_dict"])
-    with torch.no_grad():
-        raw_dense = build_actor(_raw(ops), state)(obs)
-        raw_sparse = build_actor(_raw(content["actor"]), content["state_dict"], content["shapes"])(obs)
-    record["sparse_max_abs_diff"] = _check("sparse.pt", _max_diff([raw_dense], [raw_sparse]), TOLERANCE)
-
-    scripted = torch.jit.script(build_actor(*smallest))
-    scripted.save(str(tmp / "actor.pt"))
-    with torch.no_grad():
-        diff = _max_diff([torch.jit.load(str(tmp / "actor.pt"))(obs).double()], [dense(obs).double()])
-    _check("actor.pt", diff, TOLERANCE)
-
-    record["files"] = {p.name: p.stat().st_size for p in sorted(tmp.iterdir())}
-    record["load"] = {
+    name = ALGO_NAMES[level.algo]
+    loads = {
         "model.zip": f"stable_baselines3.{name}.load('model.zip')",
         "compact.zip": f"stable_baselines3.{name}.load('compact.zip')",
         "sparse.pt": "torch.load('sparse.pt', weights_only=True)  # see the README's recipe",
-        "actor.pt": "torch.jit.load('actor.pt')(obs)  # deterministic action, torch alone",
+        "actor.pt": f"torch.jit.load('actor.pt')(obs)  # the {smallest} deterministic actor, torch alone",
     }
-    record["actor_pt_form"] = "compact" if "compact" in forms else "dense"
-    record["parameters"] = parameters
-    record["weights_bytes"] = weights
+    record["files"] = {p.name: p.stat().st_size for p in sorted(tmp.iterdir())}
+    record["load"] = {file: how for file, how in loads.items() if file in record["files"]}
+    record["parameters"] = {
+        "policy": {form: sum(t.numel() for t in tensors.values()) for form, (_, tensors) in forms.items()},
+        "actor": {form: actor_parameters(ops, tensors)[0] for form, (ops, tensors) in forms.items()},
+    }
+    record["parameters"]["policy"]["nonzero"] = sum(int((t != 0).sum()) for t in state.values())
+    record["parameters"]["actor"]["nonzero"] = actor_parameters(*forms["dense"])[1]
+    record["weights_bytes"] = {form: state_bytes(tensors) for form, (_, tensors) in forms.items()}
+    record["weights_bytes"]["sparse"] = state_bytes(sparse_tensors)
     record["latency_ms"] = {
-        f"batch_{size}": median_latency_ms(forms, observations(policy.observation_space, size, seed=2), calls)
+        f"batch_{size}": median_latency_ms(
+            actors, observations(probe.policy.observation_space, size, seed=2), calls
+        )
         for size in LATENCY_BATCHES
     }
     record["latency"] = {"calls": calls, "torch_threads": torch.get_num_threads(), "statistic": "median"}
-    record["onnx"] = (
-        "not written: the exporter writes TorchScript (actor.pt); onnx was not installed where it was built"
-    )
+    record["onnx"] = "not written: actor.pt is TorchScript; onnx and onnxruntime are optional and not used"
     return record

@@ -51,16 +51,20 @@ def unit_actions(space: gym.Space, n: int, seed: int) -> torch.Tensor:
 def median_latency_ms(forms: Mapping[str, nn.Module], batch: torch.Tensor, calls: int) -> dict[str, float]:
     """Median wall time of one forward pass per form, in milliseconds.
 
-    The forms run interleaved (call i of every form, then call i + 1), so load from other processes on
-    the machine hits all forms alike; medians ignore the occasional preempted call.
+    The forms run interleaved (call i of every form, then call i + 1, in a rotating order), so load
+    from other processes on the machine hits all forms alike; medians ignore the occasional preempted
+    call.
 
     :param forms: name -> module taking ``batch``.
     :param batch: the input batch.
     :param calls: timed calls per form (after a warm-up).
     """
     times: dict[str, list[float]] = {name: [] for name in forms}
+    names = list(forms)
     for i in range(WARMUP + calls):
-        for name, module in forms.items():
+        # Rotate who goes first, so no form always runs right after another one warmed the caches.
+        for name in names[i % len(names) :] + names[: i % len(names)]:
+            module = forms[name]
             start = time.perf_counter()
             module(batch)
             elapsed = time.perf_counter() - start
