@@ -261,14 +261,33 @@ def _find_cifar(root: Path) -> list[Path] | None:
     return None
 
 
+def torchvision_install_hint(torch_version: str = torch.__version__) -> str:
+    """How to install the torchvision that matches this torch, as a shell command.
+
+    torchvision 0.N pairs with torch 2.(N-15) (0.28 with 2.13) and pins it exactly. The registry's wheels
+    are built against the CUDA torch: beside a CPU torch (``2.13.0+cpu``) they install but fail at import
+    (``operator torchvision::nms does not exist``), so a CPU torch needs the CPU index's build.
+
+    :param torch_version: ``torch.__version__``.
+    """
+    major, minor = (int(part) for part in torch_version.split("+")[0].split(".")[:2])
+    if major != 2 or "+cpu" not in torch_version:
+        return VISION_HINT
+    return f"pip install torchvision==0.{minor + 15}.* --index-url https://download.pytorch.org/whl/cpu"
+
+
 def _download(kind: str, root: Path) -> None:
     """Fetch a dataset with torchvision's downloader (optional extra), imported only here."""
     try:
         import torchvision
-    except ImportError:
+    except (
+        Exception
+    ) as error:  # missing (ImportError), or built for another torch (RuntimeError, OSError, ...)
+        reason = " ".join(str(error).split())[:160] or "no message"
         raise MissingDataError(
-            f"data.download=true needs torchvision to fetch {kind} into {root}: `{VISION_HINT}`, "
-            f"or put the files there yourself"
+            f"data.download=true needs torchvision to fetch {kind} into {root}, but `import torchvision` "
+            f"failed ({type(error).__name__}: {reason}); install the build for torch {torch.__version__}: "
+            f"`{torchvision_install_hint()}`, or put the files there yourself"
         ) from None
     dataset_class = {"mnist": torchvision.datasets.MNIST, "cifar10": torchvision.datasets.CIFAR10}[kind]
     try:

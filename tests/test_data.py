@@ -1,6 +1,8 @@
 """Datasets: our IDX and CIFAR readers on tiny files in the real formats, splits, errors."""
 
 import gzip
+import importlib.abc
+import importlib.util
 import pickle
 import struct
 import sys
@@ -16,6 +18,7 @@ from rl_tickets.data import (
     load_dataset,
     read_idx,
     stratified_split,
+    torchvision_install_hint,
 )
 from rl_tickets.models import build_model
 
@@ -170,7 +173,40 @@ def test_download_without_torchvision_names_the_extra(tmp_path, monkeypatch, nam
     with pytest.raises(MissingDataError) as error:
         load_dataset(name, tmp_path, download=True, seed=0)
     message = str(error.value)
-    assert "\n" not in message and "rl-tickets[vision]" in message and str(tmp_path) in message
+    assert "\n" not in message and torchvision_install_hint() in message and str(tmp_path) in message
+
+
+class _BrokenTorchvision(importlib.abc.MetaPathFinder, importlib.abc.Loader):
+    """Finds ``torchvision`` and fails while executing it, as a build for another torch does."""
+
+    def find_spec(self, name, path=None, target=None):  # type: ignore[no-untyped-def]
+        return importlib.util.spec_from_loader(name, self) if name == "torchvision" else None
+
+    def create_module(self, spec):  # type: ignore[no-untyped-def]
+        return None
+
+    def exec_module(self, module):  # type: ignore[no-untyped-def]
+        raise RuntimeError("operator torchvision::nms does not exist")
+
+
+def test_download_with_a_torchvision_that_fails_at_import_is_one_line(tmp_path, monkeypatch):
+    """A torchvision that installs but raises at import (not an ImportError) still ends in one clear line."""
+    monkeypatch.delitem(sys.modules, "torchvision", raising=False)
+    monkeypatch.setattr(sys, "meta_path", [_BrokenTorchvision(), *sys.meta_path])
+    with pytest.raises(MissingDataError) as error:
+        load_dataset("mnist", tmp_path, download=True, seed=0)
+    message = str(error.value)
+    assert "\n" not in message and str(tmp_path) in message
+    assert "RuntimeError: operator torchvision::nms does not exist" in message
+    assert torchvision_install_hint() in message
+
+
+def test_install_hint_matches_the_torch_build():
+    """torchvision 0.28 pairs with torch 2.13; a CPU torch gets the CPU index's build."""
+    assert torchvision_install_hint("2.13.0+cpu") == (
+        "pip install torchvision==0.28.* --index-url https://download.pytorch.org/whl/cpu"
+    )
+    assert torchvision_install_hint("2.13.0") == "pip install rl-tickets[vision]"
 
 
 def test_existing_files_need_no_torchvision_even_with_download(tmp_path, monkeypatch):
