@@ -241,6 +241,10 @@ for case in json.loads(Path(sys.argv[1]).read_text()):
         rebuilt = cls("MlpPolicy", case["env"], policy_kwargs=kwargs, device="cpu", **light)
         rebuilt.policy.load_state_dict(state)
         row["rebuilt"] = rebuilt.predict(obs, deterministic=True)[0]
+        # the README's advice for raw level zips: SB3 skips the class it cannot unpickle, masks are extra keys
+        raw = cls("MlpPolicy", case["env"], policy_kwargs=kwargs, device="cpu", **light)
+        raw.set_parameters(case["level"], exact_match=False, device="cpu")
+        row["set_parameters"] = raw.predict(obs, deterministic=True)[0]
     x = torch.as_tensor(obs, dtype=torch.float32)
     with torch.no_grad():
         row["actor"] = torch.jit.load(str(out / "actor.pt"))(x).numpy()
@@ -268,8 +272,8 @@ def run_without_rl_tickets(cases: list[dict[str, Any]], workdir: Path) -> dict[s
     return json.loads(result.read_text())
 
 
-def _runner_level(root: Path) -> Path:
-    """A real two-level PPO chain with VecNormalize from the runner; returns its level_01 ticket."""
+def _runner_levels(root: Path) -> tuple[Path, Path]:
+    """A real PPO chain with VecNormalize from the runner; returns its dense level 0 and level 1 tickets."""
     hyperparams = {"n_steps": 64, "batch_size": 32, "n_epochs": 1}
     cfg = tiny_config(
         root, "ppo", hyperparams, 128, RewindConfig(), PruneConfig(levels=1, rate=0.5), normalize=True
@@ -278,7 +282,7 @@ def _runner_level(root: Path) -> Path:
         cfg.algo, cfg.env, cfg.train.timesteps, cfg.eval, cfg.device, seed_for(cfg.seed, "eval")
     )
     chain = Runner(cfg, trainer).run()
-    return next(chain.glob("level_01/ticket"))
+    return next(root.glob("dense/*/seed_0/level_00/ticket")), chain / "level_01" / "ticket"
 
 
 @pytest.fixture(scope="module")
@@ -293,7 +297,8 @@ def exported(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
         levels.append((algo, algo, level, model))
     level, model = write_level(base / "dqn_vecnormalize", "dqn", random_mask(0.3), normalize=True)
     levels.append(("dqn_vecnormalize", "dqn", level, model))
-    levels.append(("ppo_runner", "ppo", _runner_level(base / "runner"), None))
+    dense, ticket = _runner_levels(base / "runner")
+    levels += [("ppo_runner_dense", "ppo", dense, None), ("ppo_runner", "ppo", ticket, None)]
     minatar = EnvConfig(name="minatar_breakout", id="MinAtar/Breakout-v1", wrapper="channels_first_float")
     level, model = write_level(
         base / "minatar",
@@ -325,7 +330,7 @@ def exported(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
     return {"base": base, "reference": reference, "loaded": run_without_rl_tickets(cases, base)}
 
 
-CASES = [*ENVS, "dqn_vecnormalize", "ppo_runner"]
+CASES = [*ENVS, "dqn_vecnormalize", "ppo_runner_dense", "ppo_runner"]
 
 
 def test_the_subprocess_really_lacks_rl_tickets(exported: dict[str, Any]) -> None:
@@ -342,7 +347,7 @@ def test_plain_model_acts_identically_without_rl_tickets(exported: dict[str, Any
 
 
 @pytest.mark.parametrize("name", CASES)
-@pytest.mark.parametrize("form", ["compact", "rebuilt", "actor", "recipe"])
+@pytest.mark.parametrize("form", ["compact", "rebuilt", "set_parameters", "actor", "recipe"])
 def test_compact_sparse_and_torchscript_act_like_the_level_without_rl_tickets(
     exported: dict[str, Any], name: str, form: str
 ) -> None:
