@@ -11,7 +11,6 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
-import textwrap
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
@@ -142,42 +141,16 @@ def compact_diff(level: Path, out: Path, algo: str) -> tuple[float, dict[str, li
 
 # --- rl_tickets-free loading -------------------------------------------------------------------------
 
-# README's recipe: the deterministic actor from sparse.pt with torch alone.
-RECIPE = '''
-import torch
 
-def sparse_actor(path):
-    """The deterministic actor stored in sparse.pt, run with torch alone."""
-    blob = torch.load(path, weights_only=True)
-    tensors, shapes = blob["state_dict"], blob["shapes"]
+def readme_recipe() -> str:
+    """The README's recipe (the deterministic actor from sparse.pt, torch alone), verbatim."""
+    section = (REPO / "README.md").read_text().split("## Using a ticket outside rl_tickets", 1)[1]
+    code = section.split("```python\n", 1)[1].split("```", 1)[0]
+    return code.split("# The whole SB3 policy", 1)[0]
 
-    def act(x: torch.Tensor) -> torch.Tensor:
-        for op in blob["actor"]:
-            kind = op["op"]
-            if kind == "linear":
-                x = torch.sparse.mm(tensors[op["weight"]], x.T).T + tensors[op["bias"]]
-            elif kind == "conv2d":
-                weight = tensors[op["weight"]].to_dense().reshape(shapes[op["weight"]])
-                x = torch.nn.functional.conv2d(x, weight, tensors[op["bias"]], op["stride"], op["padding"])
-            elif kind == "activation":
-                x = getattr(torch.nn, op["name"])()(x)
-            elif kind == "flatten":
-                x = x.flatten(1)
-            elif kind == "scale":
-                x = x * op["factor"]
-            elif kind == "argmax":
-                x = x.argmax(dim=1)
-            elif kind == "clip":
-                x = torch.maximum(torch.minimum(x, op["high"]), op["low"])
-            elif kind == "rescale":
-                x = op["low"] + 0.5 * (x + 1) * (op["high"] - op["low"])
-        return x
 
-    return act
-'''
-
-PLAIN_SCRIPT = (
-    '''
+# The checking script: this prelude, the README's recipe, then PLAIN_BODY.
+PLAIN_PRELUDE = '''
 import sys
 
 REPO = sys.argv[3]
@@ -210,8 +183,8 @@ import stable_baselines3
 import torch
 from stable_baselines3.common.vec_env import DummyVecEnv, VecNormalize
 '''
-    + RECIPE
-    + """
+
+PLAIN_BODY = """
 
 results = {}
 for case in json.loads(Path(sys.argv[1]).read_text()):
@@ -253,13 +226,12 @@ for case in json.loads(Path(sys.argv[1]).read_text()):
 results["_modules"] = sorted(m for m in sys.modules if m.split(".")[0] == "rl_tickets")
 Path(sys.argv[2]).write_text(json.dumps(results))
 """
-)
 
 
 def run_without_rl_tickets(cases: list[dict[str, Any]], workdir: Path) -> dict[str, Any]:
     """Load every exported form in a fresh interpreter that cannot import rl_tickets."""
     script, manifest, result = workdir / "check.py", workdir / "cases.json", workdir / "result.json"
-    script.write_text(textwrap.dedent(PLAIN_SCRIPT))
+    script.write_text(PLAIN_PRELUDE + readme_recipe() + PLAIN_BODY)
     manifest.write_text(json.dumps(cases))
     done = subprocess.run(
         [sys.executable, "-I", str(script), str(manifest), str(result), str(REPO)],
