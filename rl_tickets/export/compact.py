@@ -22,7 +22,7 @@ from typing import Any
 import torch
 from stable_baselines3.common.base_class import BaseAlgorithm
 from stable_baselines3.common.policies import BasePolicy
-from stable_baselines3.common.save_util import save_to_zip_file
+from stable_baselines3.common.save_util import recursive_getattr, save_to_zip_file
 from torch import nn
 
 from rl_tickets.export.level import Level, build_agent, plain_state
@@ -31,16 +31,17 @@ from rl_tickets.export.plain import plain_data
 # Sequential networks of each branch (a key of SB3's ``net_arch``) and the heads reading the last
 # hidden layer of a Sequential that holds only hidden layers. ``{critic}`` expands to every Q-network
 # of the critic and its target.
+ACTOR_CRITIC = {
+    "pi": (("mlp_extractor.policy_net", ("action_net",)),),
+    "vf": (("mlp_extractor.value_net", ("value_net",)),),
+}
 BRANCHES: dict[str, dict[str, tuple[tuple[str, tuple[str, ...]], ...]]] = {
-    "ppo": {
-        "pi": (("mlp_extractor.policy_net", ("action_net",)),),
-        "vf": (("mlp_extractor.value_net", ("value_net",)),),
-    },
+    "ppo": ACTOR_CRITIC,
+    "a2c": ACTOR_CRITIC,
     "dqn": {"q": (("q_net.q_net", ()), ("q_net_target.q_net", ()))},
     "sac": {"pi": (("actor.latent_pi", ("actor.mu", "actor.log_std")),), "qf": (("{critic}", ()),)},
     "td3": {"pi": (("actor.mu", ()), ("actor_target.mu", ())), "qf": (("{critic}", ()),)},
 }
-BRANCHES["a2c"] = BRANCHES["ppo"]
 CRITIC = re.compile(r"^critic(_target)?\.qf\d+$")
 COMPACT_NOTE = "optimizer moments not carried over: compact.zip holds fresh optimizers for the new shapes"
 
@@ -66,7 +67,7 @@ def _hidden_of(policy: BasePolicy, path: str, heads: tuple[str, ...]) -> list[Hi
     sequential = policy.get_submodule(path)
     linears = [i for i, m in enumerate(sequential) if isinstance(m, nn.Linear)]
     names = [f"{path}.{i}" for i in linears]
-    readers = [(name,) for name in names[1:]] + ([heads] if heads else [])
+    readers = [(name,) for name in names[1:]] + ([heads] if heads and names else [])
     return [Hidden(names[k], readers[k], sequential[linears[k] + 1]) for k in range(len(readers))]
 
 
@@ -187,15 +188,8 @@ def compact(level: Level, policy: BasePolicy) -> tuple[Compacted, dict[str, Any]
     agent = build_agent(level.cls, data)
     agent.policy.load_state_dict(new_state)
     names, _ = agent._get_torch_save_params()
-    params = {name: _attribute(agent, name).state_dict() for name in names}
+    params = {name: recursive_getattr(agent, name).state_dict() for name in names}
     return Compacted(agent, before, after), data, params
-
-
-def _attribute(obj: Any, dotted: str) -> Any:
-    """``obj.a.b`` for ``"a.b"``."""
-    for part in dotted.split("."):
-        obj = getattr(obj, part)
-    return obj
 
 
 def write_compact(level: Level, policy: BasePolicy, path: Path) -> Compacted:
