@@ -363,7 +363,10 @@ def test_result_files_have_the_documented_columns_and_loadable_models(tmp_path: 
     chain = Runner(cfg, trainer).run()
     paths = ChainPaths.of(cfg)
     with open(chain / "levels.csv") as handle:
-        assert handle.readline().strip() == "level,variant,density,eval_return_mean,eval_return_std,timesteps,eval_return_max"
+        assert (
+            handle.readline().strip()
+            == "level,variant,density,eval_return_mean,eval_return_std,timesteps,eval_return_max"
+        )
     with open(chain / "layers.csv") as handle:
         assert handle.readline().strip() == "level,variant,layer,numel,density"
     rows = list(csv.DictReader(open(chain / "levels.csv")))
