@@ -27,9 +27,13 @@ import sys
 from pathlib import Path
 from typing import Any
 
+import pandas as pd
+
 from rl_tickets.report import stats
+from rl_tickets.report.curve_plots import plot_learning_curves
+from rl_tickets.report.curves import curve_table, level_densities, sources_of, step_unit
 from rl_tickets.report.loading import TICKET, Experiment, discover
-from rl_tickets.report.markdown import index_markdown, learner_of, summary_markdown
+from rl_tickets.report.markdown import curves_markdown, index_markdown, learner_of, summary_markdown
 from rl_tickets.report.masks import analyse_masks, has_mask_plot, masks_markdown
 from rl_tickets.report.plots import plot_masks, plot_metric_vs_density, plot_name
 from rl_tickets.report.tables import (
@@ -44,6 +48,32 @@ from rl_tickets.report.tables import (
 def safe_name(label: str) -> str:
     """A directory name for an experiment label (no separators or shell-hostile characters)."""
     return re.sub(r"[^A-Za-z0-9._=+-]+", "_", label).strip("._") or "experiment"
+
+
+# Learning-curve figures per source (``learning_curves.csv`` holds both).
+CURVE_IMAGES = {"eval": "learning_curves.png", "train": "training_curves.png"}
+
+
+def write_curves(
+    exp: Experiment, per_seed: pd.DataFrame, out_dir: Path, title: str, n_resamples: int
+) -> list[str]:
+    """``learning_curves.csv`` and the figures of an experiment; returns the figure names written.
+
+    :param exp: the experiment.
+    :param per_seed: its per-seed table (densities for the panel titles).
+    :param out_dir: the experiment's report folder.
+    :param title: figure title.
+    :param n_resamples: bootstrap resamples per curve point (capped: a band needs fewer than a verdict).
+    """
+    curves = curve_table(exp, level_densities(per_seed), min(n_resamples, 2000))
+    if curves.empty:
+        return []
+    curves.to_csv(out_dir / "learning_curves.csv", index=False)
+    return [
+        CURVE_IMAGES[source.name]
+        for source in sources_of(exp)
+        if plot_learning_curves(curves, source, out_dir / CURVE_IMAGES[source.name], title, step_unit(exp))
+    ]
 
 
 def write_experiment(exp: Experiment, out_dir: Path, options: ReportOptions) -> dict[str, Any]:
@@ -61,9 +91,12 @@ def write_experiment(exp: Experiment, out_dir: Path, options: ReportOptions) -> 
     per_seed.to_csv(out_dir / "per_seed.csv", index=False)
     summary.to_csv(out_dir / "summary.csv", index=False)
     verdicts.to_csv(out_dir / "verdicts.csv", index=False)
-    (out_dir / "summary.md").write_text(summary_markdown(exp, summary, verdicts, options))
+    title = f"{exp.label} ({learner_of(exp.meta).split(': ')[1]}, {exp.meta.get('env', '?')})"
+    curve_images = write_curves(exp, per_seed, out_dir, title, options.n_resamples)
+    (out_dir / "summary.md").write_text(
+        summary_markdown(exp, summary, verdicts, options) + curves_markdown(curve_images)
+    )
     if not summary.empty:
-        title = f"{exp.label} ({learner_of(exp.meta).split(': ')[1]}, {exp.meta.get('env', '?')})"
         plot_metric_vs_density(summary, out_dir / plot_name(exp), exp.metric, title)
     analysis = analyse_masks(exp)
     (out_dir / "masks.md").write_text(masks_markdown(exp, analysis))

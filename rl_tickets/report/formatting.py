@@ -43,3 +43,27 @@ def percent_log_y(ax: Any) -> None:
     ax.set_yscale("log")
     ax.yaxis.set_major_formatter(percent_formatter())
     ax.yaxis.set_minor_formatter(percent_formatter())
+
+
+# What every line and band of the report's seed-aggregated plots is (their titles say it).
+BAND_NOTE = "line: mean over n seeds; band: 95% percentile-bootstrap CI of the mean"
+
+
+def seeds_label(name: str, counts: Iterable[float]) -> str:
+    """A legend label stating the number of seeds: ``ticket (n=5)``, ``reinit (n=3-5)`` when it varies.
+
+    With one seed there is no interval; with two, the bootstrap interval of the mean is the range of
+    the two seeds: the label says so.
+
+    :param name: the line's name.
+    :param counts: seeds behind each point of the line.
+    """
+    values = sorted({int(c) for c in counts if np.isfinite(c) and c > 0})
+    if not values:
+        return name
+    n = f"n={values[0]}" if len(values) == 1 else f"n={values[0]}-{values[-1]}"
+    if values[-1] == 1:
+        n += ", no CI"
+    elif values[-1] == 2:
+        n += ", CI = range"
+    return f"{name} ({n})"

@@ -90,7 +90,7 @@ def warn(message: str) -> None:
     print(f"rl-tickets-report: {message}", file=sys.stderr)
 
 
-def _read_csv(path: Path) -> pd.DataFrame:
+def read_csv(path: Path) -> pd.DataFrame:
     """Read a CSV, returning an empty frame if it is missing or unreadable."""
     if not path.is_file():
         return pd.DataFrame()
@@ -135,8 +135,8 @@ def load_chain(seed_dir: Path) -> Chain | None:
         chain_hash=seed_dir.parent.name,
         seed=seed,
         meta=meta,
-        levels=_read_csv(seed_dir / "levels.csv"),
-        layers=_read_csv(seed_dir / "layers.csv"),
+        levels=read_csv(seed_dir / "levels.csv"),
+        layers=read_csv(seed_dir / "layers.csv"),
     )
 
 

@@ -157,3 +157,15 @@ def index_markdown(entries: Sequence[dict[str, Any]], root: Path) -> str:
         "masks",
     ]
     return f"# rl-tickets report\n\nResults root: `{root}`\n\n" + md_table(headers, rows)
+
+
+def curves_markdown(images: Sequence[str]) -> str:
+    """The learning-curves section of ``summary.md`` (the figures written, and the CSV behind them)."""
+    if not images:
+        return ""
+    figures = "\n".join(f"![{name[: -len('.png')].replace('_', ' ')}]({name})" for name in images)
+    return (
+        "\n## Learning curves\n\nPer level (density in each panel's title), mean over seeds with the 95% "
+        "bootstrap CI of the mean; the dashed line is the dense level 0. Numbers: `learning_curves.csv`.\n\n"
+        f"{figures}\n"
+    )
