@@ -22,7 +22,6 @@ controls, masks or files are skipped with a note, never an error.
 from __future__ import annotations
 
 import argparse
-import re
 import sys
 from pathlib import Path
 from typing import Any
@@ -30,10 +29,20 @@ from typing import Any
 import pandas as pd
 
 from rl_tickets.report import stats
+from rl_tickets.report.aggregate_plots import plot_improvement, plot_iqm, plot_profiles
+from rl_tickets.report.crossenv import NORMALISATIONS, compute, find_aggregates
 from rl_tickets.report.curve_plots import plot_learning_curves
 from rl_tickets.report.curves import curve_table, level_densities, sources_of, step_unit
+from rl_tickets.report.formatting import safe_name
 from rl_tickets.report.loading import TICKET, Experiment, discover
-from rl_tickets.report.markdown import curves_markdown, index_markdown, learner_of, summary_markdown
+from rl_tickets.report.markdown import (
+    aggregate_markdown,
+    aggregates_index,
+    curves_markdown,
+    index_markdown,
+    learner_of,
+    summary_markdown,
+)
 from rl_tickets.report.masks import analyse_masks, has_mask_plot, masks_markdown
 from rl_tickets.report.plots import plot_masks, plot_metric_vs_density, plot_name
 from rl_tickets.report.tables import (
@@ -43,12 +52,6 @@ from rl_tickets.report.tables import (
     summary_table,
     verdict_table,
 )
-
-
-def safe_name(label: str) -> str:
-    """A directory name for an experiment label (no separators or shell-hostile characters)."""
-    return re.sub(r"[^A-Za-z0-9._=+-]+", "_", label).strip("._") or "experiment"
-
 
 # Learning-curve figures per source (``learning_curves.csv`` holds both).
 CURVE_IMAGES = {"eval": "learning_curves.png", "train": "training_curves.png"}
@@ -116,6 +119,37 @@ def write_experiment(exp: Experiment, out_dir: Path, options: ReportOptions) -> 
     }
 
 
+def write_aggregates(
+    experiments: list[Experiment], out: Path, normalisation: str, n_resamples: int
+) -> list[tuple[str, str]]:
+    """Cross-environment aggregates of every protocol run on several environments.
+
+    :param experiments: every experiment of the root.
+    :param out: the report folder (each aggregate gets ``<out>/across-<label>/``).
+    :param normalisation: ``minmax`` or ``dense``.
+    :param n_resamples: stratified-bootstrap resamples.
+    :return: ``(label, folder)`` per aggregate, for ``index.md``.
+    """
+    entries = []
+    for aggregate in find_aggregates(experiments):
+        compute(aggregate, normalisation, n_resamples)
+        folder = out / safe_name(f"across-{aggregate.label}")
+        folder.mkdir(parents=True, exist_ok=True)
+        aggregate.iqm.to_csv(folder / "iqm.csv", index=False)
+        aggregate.improvement.to_csv(folder / "improvement.csv", index=False)
+        aggregate.profiles.to_csv(folder / "performance_profile.csv", index=False)
+        images = []
+        if not aggregate.iqm.empty:
+            plot_iqm(aggregate, folder / "iqm.png")
+            plot_profiles(aggregate, folder / "performance_profile.png")
+            images += ["iqm.png", "performance_profile.png"]
+            if plot_improvement(aggregate, folder / "probability_of_improvement.png"):
+                images.append("probability_of_improvement.png")
+        (folder / "aggregates.md").write_text(aggregate_markdown(aggregate, images))
+        entries.append((aggregate.label, folder.name))
+    return entries
+
+
 def build_parser() -> argparse.ArgumentParser:
     """The command-line interface of ``rl-tickets-report``."""
     parser = argparse.ArgumentParser(
@@ -156,6 +190,12 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument(
         "--n-resamples", type=int, default=stats.DEFAULT_N_RESAMPLES, help="bootstrap resamples"
     )
+    parser.add_argument(
+        "--normalise",
+        choices=NORMALISATIONS,
+        default="minmax",
+        help="scores across environments: minmax (worst run 0, best 1; default) or dense (worst 0, dense mean 1)",
+    )
     return parser
 
 
@@ -191,8 +231,11 @@ def main(argv: list[str] | None = None) -> int:
     )
     out: Path = args.out if args.out is not None else root / "report"
     entries = [write_experiment(exp, out / safe_name(exp.label), options) for exp in experiments]
-    (out / "index.md").write_text(index_markdown(entries, root))
-    print(f"rl-tickets-report: wrote {len(entries)} experiment(s) to {out}")
+    # Verdict-grade resamples are not needed for the aggregates' bands; cap them to keep reports quick.
+    across = write_aggregates(experiments, out, args.normalise, min(args.n_resamples, 5000))
+    (out / "index.md").write_text(index_markdown(entries, root) + aggregates_index(across))
+    extra = f" and {len(across)} cross-environment aggregate(s)" if across else ""
+    print(f"rl-tickets-report: wrote {len(entries)} experiment(s){extra} to {out}")
     return 0
 
 

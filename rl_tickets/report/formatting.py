@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from collections.abc import Iterable, Sequence
 from typing import Any
 
@@ -24,6 +25,11 @@ def fmt_density(d: float) -> str:
 def fmt_p(p: float) -> str:
     """A p-value with two significant digits, ``<0.0001`` below that."""
     return "<0.0001" if p < 1e-4 else f"{p:.2g}"
+
+
+def safe_name(label: str) -> str:
+    """A directory name for an experiment label (no separators or shell-hostile characters)."""
+    return re.sub(r"[^A-Za-z0-9._=+-]+", "_", label).strip("._") or "experiment"
 
 
 def md_table(headers: Sequence[str], rows: Iterable[Sequence[Any]]) -> str:

@@ -10,7 +10,8 @@ import numpy as np
 import pandas as pd
 
 from rl_tickets.report import stats
-from rl_tickets.report.formatting import fmt_density, fmt_num, fmt_p, md_table
+from rl_tickets.report.crossenv import Aggregate
+from rl_tickets.report.formatting import fmt_density, fmt_num, fmt_p, md_table, safe_name
 from rl_tickets.report.loading import DENSE, Experiment, variant_order
 from rl_tickets.report.plots import plot_name
 from rl_tickets.report.tables import UNTRAINED_MASKS, ReportOptions
@@ -168,4 +169,80 @@ def curves_markdown(images: Sequence[str]) -> str:
         "\n## Learning curves\n\nPer level (density in each panel's title), mean over seeds with the 95% "
         "bootstrap CI of the mean; the dashed line is the dense level 0. Numbers: `learning_curves.csv`.\n\n"
         f"{figures}\n"
+    )
+
+
+NORMALISATION_TEXT = {
+    "minmax": "min-max: each environment's worst run (any variant, level and seed) is 0, its best is 1",
+    "dense": "dense-normalised: each environment's worst run is 0, the dense network's mean (level 0) is 1",
+}
+
+
+def _interval_cell(value: float, low: float, high: float) -> str:
+    """``0.812 [0.750, 0.861]`` (3 decimals: normalised scores and probabilities live in [0, 1])."""
+    if not np.isfinite(value):
+        return "–"
+    return f"{value:.3f} [{low:.3f}, {high:.3f}]" if np.isfinite(low) else f"{value:.3f}"
+
+
+def aggregate_markdown(aggregate: Aggregate, images: Sequence[str]) -> str:
+    """The text of a cross-environment aggregate's ``aggregates.md``.
+
+    :param aggregate: a computed :class:`rl_tickets.report.crossenv.Aggregate`.
+    :param images: the figures written beside it.
+    """
+    members = ", ".join(
+        f"{e.meta.get('env', '?')} ([{e.label}](../{safe_name(e.label)}/summary.md), {len(e.chains)} seeds)"
+        for e in aggregate.experiments
+    )
+    out = [
+        f"# Across environments: {aggregate.label}\n",
+        f"- environments: {members}",
+        f"- scores: {NORMALISATION_TEXT[aggregate.normalisation]}",
+        "- statistics (Agarwal et al. 2021, rliable's definitions): IQM over every run of every environment; "
+        "P(ticket > control) = the chance that a random ticket run beats a random control run on the same "
+        "environment, averaged over environments (0.5 = no difference); intervals are 95% stratified-bootstrap "
+        "CIs (seeds resampled within each environment). Only levels and variants present on every "
+        "environment are compared.\n",
+        "## IQM of the normalised score\n",
+    ]
+    iqm = aggregate.iqm
+    if iqm.empty:
+        out.append("No level is complete on every environment yet.\n")
+        return "\n".join(out)
+    variants = variant_order(iqm["variant"])
+    rows = []
+    for level, group in iqm.groupby("level"):
+        cells = {r.variant: _interval_cell(r.iqm, r.ci_low, r.ci_high) for r in group.itertuples()}
+        runs = "/".join(str(int(r.n_runs)) for r in group.itertuples())
+        rows.append(
+            [level, fmt_density(group["density"].iloc[0])] + [cells.get(v, "–") for v in variants] + [runs]
+        )
+    out.append(md_table(["level", "density", *variants, "runs"], rows))
+    poi = aggregate.improvement
+    if not poi.empty:
+        out.append("## Probability of improvement of the ticket\n")
+        controls = variant_order(poi["control"])
+        rows = []
+        for level, group in poi.groupby("level"):
+            cells = {
+                r.control: _interval_cell(r.probability, r.ci_low, r.ci_high) for r in group.itertuples()
+            }
+            rows.append(
+                [level, fmt_density(group["density"].iloc[0])] + [cells.get(c, "–") for c in controls]
+            )
+        out.append(md_table(["level", "density", *[f"P(ticket > {c})" for c in controls]], rows))
+    out += [f"![{name[: -len('.png')].replace('_', ' ')}]({name})\n" for name in images]
+    out.append("Numbers: `iqm.csv`, `improvement.csv`, `performance_profile.csv`.\n")
+    return "\n".join(out)
+
+
+def aggregates_index(entries: Sequence[tuple[str, str]]) -> str:
+    """The cross-environment section of ``index.md``: ``(label, folder)`` per aggregate."""
+    if not entries:
+        return ""
+    lines = [f"- [{label}]({folder}/aggregates.md)" for label, folder in entries]
+    return (
+        "\n## Across environments\n\nOne protocol on several environments: IQM, probability of "
+        "improvement, performance profiles.\n\n" + "\n".join(lines) + "\n"
     )

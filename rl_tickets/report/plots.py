@@ -28,7 +28,7 @@ def plot_name(exp: Experiment) -> str:
     return "accuracy_vs_density.png" if exp.is_supervised else "return_vs_density.png"
 
 
-def _percent_axis(ax: Any, densities: Sequence[float], max_ticks: int = 12) -> None:
+def percent_density_axis(ax: Any, densities: Sequence[float], max_ticks: int = 12) -> None:
     """Log-scale density axis, 100% at the left, ticks at the measured densities in percent."""
     ax.set_xscale("log")
     ax.invert_xaxis()
@@ -83,7 +83,7 @@ def plot_metric_vs_density(summary: pd.DataFrame, path: Path, ylabel: str, title
                 color=line.get_color(),
                 alpha=0.2,
             )
-    _percent_axis(ax, summary["density"])
+    percent_density_axis(ax, summary["density"])
     ax.set_xlabel("density (fraction of weights kept, log scale)")
     ax.set_ylabel(ylabel)
     single = summary["n"].max() == 1
