@@ -182,6 +182,8 @@ class Config:
     device: str = "auto"
     name: str | None = None
     threads: int = 0
+    # Local processes training a level's independent variants at once (not identity: results equal workers=1).
+    workers: int = 1
     progress: bool = True
 
 
@@ -271,5 +273,7 @@ def validate(cfg: Config) -> None:
             f"transfer_from={cfg.transfer_from} holds no ticket masks (expected level_01/ticket/mask.pt under "
             "a chain directory such as ROOT/chains/<hash>/seed_0)"
         )
+    if cfg.workers < 1:
+        raise ConfigError(f"workers={cfg.workers} must be >= 1 (local processes training variants at once)")
     if cfg.device not in ("auto", "cpu") and not cfg.device.startswith("cuda"):
         raise ConfigError(f"device={cfg.device!r} is not valid; choose auto, cpu, cuda or cuda:N")

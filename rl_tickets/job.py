@@ -96,6 +96,8 @@ class Progress(Mirror):
             f"[{display_name(self.cfg)} seed={self.cfg.seed}] level {level}/{self.cfg.prune.levels} {variant:<13} "
             f"density={row['density']:.4f} {self.metric}={value:.4g}  elapsed {elapsed:.0f}s eta {eta:.0f}s"
         )
+        if row.get("steps_per_s"):  # training throughput of the level (evaluation and saving excluded)
+            line += f"  {row['steps_per_s']:.0f} steps/s"
         if self.bar is not None:
             self.bar.console.print(line, soft_wrap=True)  # soft wrap: never break a line (or path) in two
             log.info(line)

@@ -11,7 +11,12 @@ Results layout (see README)::
 
 Every level is written into ``<dir>.partial`` and renamed when complete (COMPLETE written last), so a
 killed run loses at most the level in progress and a rerun only finishes missing work. Every level
-loads its start from disk, so a resumed chain equals an uninterrupted one.
+loads its start from disk, so a resumed chain equals an uninterrupted one, and any variant whose
+inputs are on disk can train in another process: with ``workers=N`` the variants of a level train in
+parallel once the ticket's mask is known, overlapping the ticket's next level (:mod:`rl_tickets.parallel`).
+
+Each level's metrics.json records where its time went (``time``: train, eval, save, prune, total
+seconds) and ``steps_per_s`` (training alone); levels.csv carries ``train_s``.
 """
 
 from __future__ import annotations
@@ -23,8 +28,9 @@ import os
 import shutil
 import threading
 from collections.abc import Callable, Iterator, Sequence
-from contextlib import contextmanager
+from contextlib import contextmanager, nullcontext
 from dataclasses import asdict, dataclass
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -33,9 +39,11 @@ import torch
 from rl_tickets.config import CHOICES, Config, ConfigError, display_name
 from rl_tickets.identity import chain_identity, dense_identity, digest
 from rl_tickets.masks import Mask, dense_mask, layer_densities, load_mask, save_mask
+from rl_tickets.parallel import Key, Task, WorkerPool, threads_per_worker
 from rl_tickets.pruning import PruneSpec, next_mask, prunable
 from rl_tickets.retrain import ARCHITECTURE_CONTROLS, ControlInputs, build_control, random_mask_like
 from rl_tickets.supermask import SUPERMASK_CONTROLS, DrawSpec, draw_params, draw_summary
+from rl_tickets.timing import TIME_KEYS, Stopwatch, steps_per_second
 from rl_tickets.trainers import LevelOutcome, LevelPlan, Trainer, bisect_scale
 from rl_tickets.trainers.sb3 import seed_for
 
@@ -43,6 +51,10 @@ COMPLETE = "COMPLETE"
 TICKET = "ticket"
 TRANSFER = "transfer"
 VARIANT_ORDER = (TICKET, *CHOICES["controls"], TRANSFER, "gradual")
+# levels.csv's time column (the rest of the breakdown is in metrics.json and goes to W&B).
+TIME_COLUMNS = ("train_s",)
+# Builds a trainer for a config in a worker process (a module-level function, so it pickles).
+TrainerFactory = Callable[[Config], Trainer]
 
 
 class Mirror:
@@ -157,6 +169,7 @@ class Runner:
         trainer: Trainer,
         mirrors: Sequence[Mirror] = (),
         on_level: Callable[[int, str, dict[str, Any]], None] | None = None,
+        trainer_factory: TrainerFactory | None = None,
     ) -> None:
         """Prepare a chain; nothing is written until :meth:`run`.
 
@@ -164,8 +177,11 @@ class Runner:
         :param trainer: the RL or supervised trainer.
         :param mirrors: W&B mirror, progress display (any :class:`Mirror`).
         :param on_level: called after each level finishes or is found complete (progress display).
+        :param trainer_factory: builds the trainer in worker processes (``workers`` > 1); default:
+            the job's trainer for ``cfg.task``.
         """
         self.cfg, self.trainer, self.mirrors = cfg, trainer, tuple(mirrors)
+        self.trainer_factory = trainer_factory
         self.on_level = on_level or (lambda level, variant, row: None)
         self.paths = ChainPaths.of(cfg)
         self.spec = PruneSpec(
@@ -193,36 +209,116 @@ class Runner:
         claim(self.paths.dense, dense_identity(cfg))
         claim(self.paths.chain, chain_identity(cfg))
         self._write_meta()
-        with locked(self.paths.dense):
-            self._level(0, TICKET, self._dense_plan)
-        # Gradual pruning is one run (level 1); prune.levels=0 trains only the dense network.
-        levels = min(cfg.prune.levels, 1) if cfg.prune.schedule == "gradual" else cfg.prune.levels
-        with locked(self.paths.chain):
-            for level in range(1, levels + 1):
-                if cfg.prune.schedule == "gradual":
-                    self._level(level, "gradual", self._gradual_plan)
-                    continue
-                self._level(level, TICKET, self._ticket_plan)
-                for control in cfg.controls:
-                    if control in SUPERMASK_CONTROLS:
-                        self._untrained_level(level, control)
-                    else:
-                        self._level(level, control, lambda lv, c=control: self._control_plan(lv, c))
-                if cfg.transfer_from and (self._transfer_mask_path(level)).exists():
-                    self._level(level, TRANSFER, self._transfer_plan)
-            self.write_tables()
+        tasks = self.tasks()
+        parallel = cfg.workers > 1 and any(self.needs_training(*t.key) for t in tasks)
+        with self._pool() if parallel else nullcontext() as pool:
+            with locked(self.paths.dense):
+                self._report(0, TICKET, self.train_variant(0, TICKET))
+            with locked(self.paths.chain):
+                if pool is None:
+                    for task in tasks:
+                        self._report(*task.key, self.train_variant(*task.key))
+                else:
+                    self._run_parallel(pool, tasks)
+                self.write_tables()
         return self.paths.chain
 
+    def tasks(self) -> list[Task]:
+        """Every (level, variant) after the dense level, in serial order, with what each needs first.
+
+        The ticket at L needs the ticket at L-1; every other variant at L needs the ticket's mask at L
+        and, so that its curves and W&B steps stay in order, its own level L-1.
+        """
+        cfg = self.cfg
+        if cfg.prune.schedule == "gradual":  # one run (level 1); prune.levels=0 trains only the dense net
+            return [Task((1, "gradual"))] if cfg.prune.levels else []
+        tasks = []
+        for level in range(1, cfg.prune.levels + 1):
+            ticket = (level, TICKET)
+            tasks.append(Task(ticket, after=((level - 1, TICKET),)))
+            transfer = [TRANSFER] if cfg.transfer_from and self._transfer_mask_path(level).exists() else []
+            for variant in [*cfg.controls, *transfer]:
+                tasks.append(Task((level, variant), after=(ticket, (level - 1, variant))))
+        return tasks
+
+    def needs_training(self, level: int, variant: str) -> bool:
+        """Whether (level, variant) is missing, or is an untrained level drawn with other settings.
+
+        :param level: level number.
+        :param variant: ticket or a control name.
+        """
+        if not is_complete(self.paths.level(level, variant)):
+            return True
+        drawn = self._metrics(level, variant)["extra"].get("supermask")
+        return variant in SUPERMASK_CONTROLS and drawn != asdict(self.cfg.supermask)
+
+    def train_variant(self, level: int, variant: str) -> bool:
+        """Train (or, for supermask controls, evaluate) one level of one variant unless it is done.
+
+        Everything it needs is read from disk, so it runs in any process (see :func:`train_in_worker`).
+
+        :param level: level number.
+        :param variant: ticket, a control name, ``transfer`` or ``gradual``.
+        :return: whether anything was trained.
+        """
+        if not self.needs_training(level, variant):
+            return False
+        if variant in SUPERMASK_CONTROLS:
+            self._untrained_level(level, variant)
+        else:
+            self._level(level, variant, self._plan_maker(level, variant))
+        return True
+
+    def _plan_maker(self, level: int, variant: str) -> Callable[[int], LevelPlan]:
+        """The plan builder of a trained variant."""
+        if level == 0:
+            return self._dense_plan
+        makers = {TICKET: self._ticket_plan, "gradual": self._gradual_plan, TRANSFER: self._transfer_plan}
+        return makers.get(variant) or partial(self._control_plan, control=variant)
+
+    def _report(self, level: int, variant: str, trained: bool) -> None:
+        """Send a level's row to the mirrors (when just trained) and to the progress callback."""
+        row = self._row(level, variant)
+        if trained:
+            for mirror in self.mirrors:
+                mirror.level(variant, row)
+        self.on_level(level, variant, row)
+
+    def _pool(self) -> WorkerPool:
+        """``workers`` processes, each with its share of this process's torch threads."""
+        threads = threads_per_worker(self.cfg.threads, torch.get_num_threads(), self.cfg.workers)
+        # Workers import these as they start, during the dense level; a trainer defined elsewhere
+        # (a test's spy) is not importable there.
+        modules = [__name__, *(m for m in [type(self.trainer).__module__] if m.startswith("rl_tickets."))]
+        return WorkerPool(self.cfg.workers, threads, modules)
+
+    def _run_parallel(self, pool: WorkerPool, tasks: list[Task]) -> None:
+        """Report finished levels now; train the rest in the pool, tickets first (the critical path)."""
+        todo = []
+        for task in tasks:
+            if self.needs_training(*task.key):
+                todo.append(task)
+            else:
+                self._report(*task.key, trained=False)
+        todo.sort(key=lambda task: task.key[1] != TICKET)  # stable: levels stay in order
+
+        def forward(message: tuple[str, int, int, dict[str, Any]]) -> None:
+            for mirror in self.mirrors:
+                mirror.curve(*message)
+
+        job = partial(train_in_worker, self.cfg, self.trainer_factory)
+        pool.run(todo, job, on_message=forward, on_done=lambda key, trained: self._report(*key, trained))
+
     def _level(self, level: int, variant: str, make_plan: Callable[[int], LevelPlan]) -> None:
-        """Train one level of one variant unless it is complete; write it atomically."""
+        """Train one level of one variant; write it atomically."""
         final = self.paths.level(level, variant)
-        if is_complete(final):
-            self.on_level(level, variant, self._row(level, variant))
-            return
-        partial = final.with_name(final.name + ".partial")
-        shutil.rmtree(partial, ignore_errors=True)
-        partial.mkdir(parents=True)
-        plan = make_plan(level)
+        partial_dir = final.with_name(final.name + ".partial")
+        shutil.rmtree(partial_dir, ignore_errors=True)
+        partial_dir.mkdir(parents=True)
+        watch = Stopwatch()
+        started = watch.clock()
+        with watch.section("prune"):
+            plan = make_plan(level)
         offset = self._offset(level, variant)
         start_step = plan.start_step if plan.start_step is not None else self._checkpoint_step(plan)
 
@@ -230,13 +326,11 @@ class Runner:
             for mirror in self.mirrors:
                 mirror.curve(variant, offset, start_step, row)
 
-        outcome = self.trainer.train(plan, partial, sink)
+        outcome = self.trainer.train(plan, partial_dir, sink)
         mask = outcome.mask if outcome.mask is not None else (plan.mask or self._dense_mask(plan.width_scale))
-        self._finish(partial, final, level, variant, plan, outcome, mask)
-        row = self._row(level, variant)
-        for mirror in self.mirrors:
-            mirror.level(variant, row)
-        self.on_level(level, variant, row)
+        with watch.section("save"):
+            save_mask(mask, partial_dir / "mask.pt")
+        self._finish(partial_dir, final, level, variant, plan, outcome, mask, watch, watch.clock() - started)
 
     def _finish(
         self,
@@ -247,14 +341,27 @@ class Runner:
         plan: LevelPlan,
         outcome: LevelOutcome,
         mask: Mask,
+        watch: Stopwatch,
+        total_s: float,
     ) -> None:
-        """Write mask, metrics and curve, then COMPLETE, then move the level into place."""
-        save_mask(mask, partial / "mask.pt")
+        """Write metrics and curve (mask.pt is written), then COMPLETE, then move the level into place.
+
+        :param watch: the runner's own sections of this level (``prune``; ``save`` of the mask).
+        :param total_s: seconds from the start of the level's preparation to its mask on disk.
+        """
+        spent = {
+            key: round(outcome.time.get(key, 0.0) + watch.seconds(key.removesuffix("_s")), 4)
+            for key in TIME_KEYS
+        }
+        spent["total_s"] = round(total_s, 4)
+        steps = int(outcome.metrics.get(self.trainer.unit, 0) or 0)
         record = {
             "level": level,
             "variant": variant,
             "density": self._density(mask),
             **outcome.metrics,
+            "time": spent,
+            "steps_per_s": steps_per_second(steps, spent["train_s"]),
             "extra": outcome.extra,
             "plan": _describe(plan),
         }
@@ -382,45 +489,43 @@ class Runner:
         """A supermask control: ``supermask.samples`` weight draws under a mask, evaluated, never trained.
 
         The draw settings are recorded in metrics.json; a finished level drawn with other settings is
-        evaluated again (nothing trained is lost, and it costs only evaluation).
+        evaluated again (:meth:`needs_training`; nothing trained is lost, and it costs only evaluation).
         """
         final = self.paths.level(level, variant)
-        settings = asdict(self.cfg.supermask)
-        if is_complete(final) and self._metrics(level, variant)["extra"].get("supermask") == settings:
-            self.on_level(level, variant, self._row(level, variant))
-            return
-        ticket_mask = load_mask(self.paths.level(level, TICKET) / "mask.pt")
-        start_checkpoint = self._ticket_base(level).start
-        assert start_checkpoint is not None
-        start = self.trainer.load_params(start_checkpoint)
-        mask = ticket_mask
-        if variant == "random_supermask":
-            generator = torch.Generator().manual_seed(seed_for(self.cfg.seed, level, variant))
-            mask = random_mask_like(ticket_mask, generator)
-        spec = DrawSpec(self.cfg.supermask.weights, self.cfg.supermask.signs)
-        draws = []
-        # Draw d has one seed for both variants, so supermask and random_supermask are paired draw by draw.
-        for draw in range(self.cfg.supermask.samples):
-            draw_seed = seed_for(self.cfg.seed, level, "supermask", draw)
-            params = draw_params(spec, draw, mask, start, self.trainer.fresh_params(draw_seed))
-            value = self.trainer.evaluate_params(params, mask, start_checkpoint)
-            draws.append({"draw": draw, "seed": draw_seed, self.trainer.metric: value})
+        watch = Stopwatch()
+        started = watch.clock()
+        with watch.section("prune"):
+            ticket_mask = load_mask(self.paths.level(level, TICKET) / "mask.pt")
+            start_checkpoint = self._ticket_base(level).start
+            assert start_checkpoint is not None
+            start = self.trainer.load_params(start_checkpoint)
+            mask = ticket_mask
+            if variant == "random_supermask":
+                generator = torch.Generator().manual_seed(seed_for(self.cfg.seed, level, variant))
+                mask = random_mask_like(ticket_mask, generator)
+            spec = DrawSpec(self.cfg.supermask.weights, self.cfg.supermask.signs)
+            draws = []
+            # Draw d has one seed for both variants, so supermask and random_supermask are paired draw by draw.
+            for draw in range(self.cfg.supermask.samples):
+                draw_seed = seed_for(self.cfg.seed, level, "supermask", draw)
+                params = draw_params(spec, draw, mask, start, self.trainer.fresh_params(draw_seed))
+                with watch.section("eval"):
+                    value = self.trainer.evaluate_params(params, mask, start_checkpoint)
+                draws.append({"draw": draw, "seed": draw_seed, self.trainer.metric: value})
         summary = draw_summary([d[self.trainer.metric] for d in draws])
         outcome = LevelOutcome(
             metrics=self.trainer.untrained_row(summary["mean"], summary["std"], summary["max"]),
-            extra={"supermask": settings, "draws": draws},
+            extra={"supermask": asdict(self.cfg.supermask), "draws": draws},
         )
         plan = LevelPlan(
             start=start_checkpoint, steps=0, mask=mask, seed=seed_for(self.cfg.seed, level, variant)
         )
-        partial = final.with_name(final.name + ".partial")
-        shutil.rmtree(partial, ignore_errors=True)
-        partial.mkdir(parents=True)
-        self._finish(partial, final, level, variant, plan, outcome, mask)
-        row = self._row(level, variant)
-        for mirror in self.mirrors:
-            mirror.level(variant, row)
-        self.on_level(level, variant, row)
+        partial_dir = final.with_name(final.name + ".partial")
+        shutil.rmtree(partial_dir, ignore_errors=True)
+        partial_dir.mkdir(parents=True)
+        with watch.section("save"):
+            save_mask(mask, partial_dir / "mask.pt")
+        self._finish(partial_dir, final, level, variant, plan, outcome, mask, watch, watch.clock() - started)
 
     def _transfer_mask_path(self, level: int) -> Path:
         """The source chain's ticket mask at ``level``."""
@@ -517,9 +622,14 @@ class Runner:
         return json.loads((self.paths.level(level, variant) / "metrics.json").read_text())
 
     def _row(self, level: int, variant: str) -> dict[str, Any]:
-        """The levels.csv row of a finished level."""
+        """A finished level's row: its levels.csv columns plus the whole time breakdown and steps/s
+        (levels.csv keeps only ``train_s`` of those; the mirrors and the progress line get all)."""
         record = self._metrics(level, variant)
-        return {k: record[k] for k in ("level", "variant", "density", *self.trainer.columns) if k in record}
+        row = {k: record[k] for k in ("level", "variant", "density", *self.trainer.columns) if k in record}
+        row.update(record.get("time", {}))
+        if record.get("steps_per_s") is not None:
+            row["steps_per_s"] = record["steps_per_s"]
+        return row
 
     def _checkpoint_step(self, plan: LevelPlan) -> int:
         """The step counter a plan starts at when it keeps its checkpoint's counter."""
@@ -585,11 +695,49 @@ class Runner:
                     }
                 )
         _write_csv(
-            self.paths.chain / "levels.csv", rows, ["level", "variant", "density", *self.trainer.columns]
+            self.paths.chain / "levels.csv",
+            rows,
+            ["level", "variant", "density", *self.trainer.columns, *TIME_COLUMNS],
         )
         _write_csv(
             self.paths.chain / "layers.csv", layer_rows, ["level", "variant", "layer", "numel", "density"]
         )
+
+
+class _Outbox(Mirror):
+    """A worker's mirror: sends curve points to the parent process, which owns the real mirrors."""
+
+    def __init__(self, outbox: Any) -> None:
+        self.outbox = outbox
+
+    def curve(self, variant: str, offset: int, start_step: int, row: dict[str, Any]) -> None:
+        """Queue the point for the parent."""
+        self.outbox.put((variant, offset, start_step, row))
+
+
+def default_trainer(cfg: Config) -> Trainer:
+    """The trainer a job builds for ``cfg.task`` (what worker processes use unless told otherwise).
+
+    :param cfg: the job config.
+    """
+    from rl_tickets.job import TRAINERS  # job imports this module: import it only when called
+
+    return TRAINERS[cfg.task](cfg)
+
+
+def train_in_worker(cfg: Config, factory: TrainerFactory | None, key: Key, outbox: Any) -> bool:
+    """Train one (level, variant) of ``cfg``'s chain in a worker process; its curve points go to ``outbox``.
+
+    The parent holds the chain's lock; this writes only the level's own directory (atomically).
+
+    :param cfg: the job config.
+    :param factory: builds the trainer (None: :func:`default_trainer`).
+    :param key: (level, variant).
+    :param outbox: a queue shared with the parent.
+    :return: whether anything was trained.
+    """
+    trainer = (factory or default_trainer)(cfg)
+    return Runner(cfg, trainer, mirrors=[_Outbox(outbox)]).train_variant(*key)
 
 
 def _describe(plan: LevelPlan) -> dict[str, Any]:

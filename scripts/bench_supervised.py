@@ -7,7 +7,7 @@ machine's load hits every variant alike):
 - ``plain``: the simplest loop over on-device tensors (a seeded permutation per epoch, forward,
   ``backward()``, ``step()``), timed around the loop;
 - ``dense``: :meth:`SupervisedTrainer.train` on a dense level (level 0), timed by the trainer
-  around its loop minus its evaluations (``extra["train_seconds"]``), so both count iterations only;
+  around its loop minus its evaluations and saves (``outcome.time["train_s"]``), so both count iterations only;
 - ``sparse``: the trainer with an 80%-sparse mask, hence with the post-step mask hook;
 - ``sparse_no_hook``: the same with the hook switched off, to isolate the masks' share.
 
@@ -117,7 +117,7 @@ def trainer_run(
             )
         started = trainer.clock()
         outcome = trainer.train(LevelPlan(start=None, steps=iterations, mask=mask, seed=0), Path(out))
-        seconds = float(outcome.extra["train_seconds"])
+        seconds = float(outcome.time["train_s"])
         overhead.append(trainer.clock() - started - seconds)
         return seconds
 

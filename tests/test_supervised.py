@@ -36,6 +36,7 @@ COLUMNS = [
     "test_accuracy_at_early_stop",
     "test_accuracy",
     "val_loss_min",
+    "train_s",
 ]
 
 

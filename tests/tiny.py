@@ -1,8 +1,10 @@
-"""One builder for the tiny, validated CartPole configs the RL tests train (W&B off, CPU, no eval curve)."""
+"""One builder for the tiny, validated CartPole configs the RL tests train (W&B off, CPU, no eval curve),
+and a reader of levels.csv without its time columns (which differ between identical runs)."""
 
 from __future__ import annotations
 
 import copy
+import csv
 from dataclasses import replace
 from pathlib import Path
 from typing import Any
@@ -18,6 +20,7 @@ from rl_tickets.config import (
     TrainConfig,
     validate,
 )
+from rl_tickets.runner import TIME_COLUMNS
 
 
 def tiny_config(
@@ -62,3 +65,12 @@ def tiny_config(
     cfg = replace(cfg, **changes)
     validate(cfg)
     return cfg
+
+
+def levels_without_time(levels_csv: Path) -> list[dict[str, str]]:
+    """levels.csv's rows without the time columns: what must be equal between runs of the same chain.
+
+    :param levels_csv: a chain's levels.csv.
+    """
+    with open(levels_csv, newline="") as handle:
+        return [{k: v for k, v in row.items() if k not in TIME_COLUMNS} for row in csv.DictReader(handle)]

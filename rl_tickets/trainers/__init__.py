@@ -72,12 +72,15 @@ class LevelOutcome:
     :param curve: evaluation curve rows (step, metrics) for eval_curve.csv.
     :param mask: the final mask (differs from the plan's under gradual pruning).
     :param extra: facts to record in the level's metrics.json (e.g. the effective learning_starts).
+    :param time: seconds spent training, evaluating and saving (``train_s``, ``eval_s``, ``save_s``);
+        the runner adds ``prune_s`` and ``total_s``.
     """
 
     metrics: dict[str, Any]
     curve: list[dict[str, Any]] = field(default_factory=list)
     mask: Mask | None = None
     extra: dict[str, Any] = field(default_factory=dict)
+    time: dict[str, float] = field(default_factory=dict)
 
 
 def bisect_scale(count: Callable[[float], int], n_weights: int, rounds: int = 20) -> float:

@@ -9,6 +9,8 @@ schedules exactly where the dense run was at step k.
 from __future__ import annotations
 
 import inspect
+import time
+from collections.abc import Callable
 from functools import cached_property
 from pathlib import Path
 from typing import Any
@@ -19,13 +21,12 @@ import torch
 from stable_baselines3 import A2C, DQN, PPO, SAC, TD3
 from stable_baselines3.common.base_class import BaseAlgorithm
 from stable_baselines3.common.callbacks import BaseCallback, CallbackList
-from stable_baselines3.common.evaluation import evaluate_policy
 from stable_baselines3.common.logger import CSVOutputFormat, KVWriter, Logger
 from stable_baselines3.common.noise import NormalActionNoise, OrnsteinUhlenbeckActionNoise
 from stable_baselines3.common.off_policy_algorithm import OffPolicyAlgorithm
 from stable_baselines3.common.save_util import load_from_zip_file
 from stable_baselines3.common.utils import ConstantSchedule, LinearSchedule
-from stable_baselines3.common.vec_env import VecEnv, VecNormalize, sync_envs_normalization
+from stable_baselines3.common.vec_env import VecEnv
 from torch import nn
 
 from rl_tickets.config import AlgoConfig, ConfigError, EnvConfig, EvalConfig
@@ -46,7 +47,17 @@ from rl_tickets.masks import (
     set_masks,
 )
 from rl_tickets.policies import POLICIES, policy_optimizers
+from rl_tickets.timing import Stopwatch
 from rl_tickets.trainers import CurveSink, LevelOutcome, LevelPlan, MaskSchedule
+from rl_tickets.trainers.evaluation import (
+    EVALUATIONS_FILE,
+    Evaluation,
+    PeriodicEval,
+    eval_env_count,
+    eval_seeds,
+    run_episodes,
+    save_evaluations,
+)
 
 ALGOS: dict[str, type[BaseAlgorithm]] = {"ppo": PPO, "a2c": A2C, "dqn": DQN, "sac": SAC, "td3": TD3}
 ACTION_SPACES: dict[str, type[gym.Space]] = {
@@ -130,45 +141,19 @@ class _Snapshot(BaseCallback):
     from here will see (taking it in ``_on_step`` would skip one update).
     """
 
-    def __init__(self, step: int, path: Path, with_replay: bool) -> None:
+    def __init__(self, step: int, path: Path, with_replay: bool, watch: Stopwatch) -> None:
         super().__init__()
         self.step, self.path, self.with_replay, self.taken_at = step, path, with_replay, None
+        self.watch = watch
 
     def _on_rollout_start(self) -> None:
         if self.taken_at is None and self.model.num_timesteps >= self.step:
-            save_state(self.model, self.path, self.with_replay)
+            with self.watch.section("save"):
+                save_state(self.model, self.path, self.with_replay)
             self.taken_at = self.model.num_timesteps
 
     def _on_step(self) -> bool:
         return True
-
-
-class _PeriodicEval(BaseCallback):
-    """Evaluate every ``every`` environment steps and keep the curve."""
-
-    def __init__(self, trainer: SB3Trainer, eval_env: VecEnv, every: int, sink: CurveSink | None) -> None:
-        super().__init__()
-        self.trainer, self.eval_env, self.every, self.sink = trainer, eval_env, every, sink
-        self.curve: list[dict[str, Any]] = []
-        self.last = 0
-
-    def _on_training_start(self) -> None:
-        self.last = self.model.num_timesteps
-
-    def _on_step(self) -> bool:
-        if self.every and self.model.num_timesteps - self.last >= self.every:
-            self.last = self.model.num_timesteps
-            self.record()
-        return True
-
-    def record(self) -> dict[str, Any]:
-        """Evaluate now, append to the curve and send to the sink."""
-        mean, std = self.trainer.evaluate(self.model, self.eval_env)
-        row = {"step": self.model.num_timesteps, "eval/return_mean": mean, "eval/return_std": std}
-        self.curve.append(row)
-        if self.sink:
-            self.sink(row)
-        return row
 
 
 class _MaskUpdates(BaseCallback):
@@ -237,6 +222,7 @@ class SB3Trainer:
         evaluation: EvalConfig,
         device: str,
         eval_seed: int,
+        clock: Callable[[], float] = time.perf_counter,
     ) -> None:
         """Check the algorithm against the environment before anything is trained.
 
@@ -246,9 +232,10 @@ class SB3Trainer:
         :param evaluation: evaluation episodes and frequency.
         :param device: auto, cpu, cuda or cuda:N.
         :param eval_seed: seed of the evaluation env (the same episodes at every evaluation).
+        :param clock: times training, evaluation and saving (metrics.json's ``time``).
         """
         self.algo, self.env_cfg, self.budget, self.evaluation = algo, env, timesteps, evaluation
-        self.eval_seed = eval_seed
+        self.eval_seed, self.clock = eval_seed, clock
         self.cls = ALGOS[algo.name]
         check_wrappers(env)
         self._check_hyperparams()
@@ -344,19 +331,27 @@ class SB3Trainer:
             **self._hyperparams(light),
         )
 
-    def evaluate(self, model: BaseAlgorithm, eval_env: VecEnv) -> tuple[float, float]:
-        """Deterministic return over ``eval.episodes`` episodes on the separately seeded eval env.
+    def _eval_env(self, normalize_from: Path | None) -> VecEnv:
+        """The evaluation vector env: one sub-env per episode (capped), seeded from ``eval_seed``.
+
+        :param normalize_from: VecNormalize statistics to start from (synced before each evaluation).
+        """
+        return make_env(
+            self.env_cfg,
+            seed=self.eval_seed,
+            n_envs=eval_env_count(self.evaluation.episodes),
+            normalize_from=normalize_from,
+            training=False,
+        )
+
+    def evaluate(self, model: BaseAlgorithm, eval_env: VecEnv) -> Evaluation:
+        """Deterministic returns of ``eval.episodes`` episodes on the separately seeded eval env.
 
         :param model: the agent.
-        :param eval_env: the evaluation env (re-seeded each time: the same episodes every time).
+        :param eval_env: the evaluation env from :meth:`_eval_env` (re-seeded each time: the same
+            episodes every time).
         """
-        if isinstance(eval_env, VecNormalize):
-            sync_envs_normalization(model.get_env(), eval_env)
-        eval_env.seed(self.eval_seed)
-        mean, std = evaluate_policy(
-            model, eval_env, n_eval_episodes=self.evaluation.episodes, deterministic=True
-        )
-        return float(mean), float(std)
+        return run_episodes(model, eval_env, self.evaluation.episodes, self.eval_seed)
 
     def snapshot_path(self, out: Path, step: int) -> Path:
         """``init.zip`` for step 0, else ``rewind.zip``: the dense run's saved states.
@@ -423,16 +418,21 @@ class SB3Trainer:
         :param out: the level's (temporary) directory.
         :param curve_sink: receives training and evaluation rows while training.
         """
+        watch = Stopwatch(self.clock)
         start_vecnorm = sidecar(plan.start, "vecnormalize") if plan.start else None
         env = make_env(self.env_cfg, seed=plan.seed, normalize_from=start_vecnorm)
-        eval_env = make_env(
-            self.env_cfg, seed=self.eval_seed, n_envs=1, normalize_from=start_vecnorm, training=False
-        )
+        eval_env = self._eval_env(start_vecnorm)
+
+        def evaluate(model: BaseAlgorithm) -> Evaluation:
+            with watch.section("eval"):
+                return self.evaluate(model, eval_env)
+
         try:
             if plan.start is None:
                 model = self.build(env, plan.seed, plan.width_scale)
                 if plan.snapshot_step is not None:
-                    save_state(model, self.snapshot_path(out, 0), with_replay=False)
+                    with watch.section("save"):
+                        save_state(model, self.snapshot_path(out, 0), with_replay=False)
             else:
                 model = self._load(plan, env)
             if plan.mask is not None:
@@ -443,7 +443,7 @@ class SB3Trainer:
             if curve_sink:
                 writers.append(_SinkWriter(curve_sink))
             model.set_logger(Logger(str(out), writers))
-            evaluator = _PeriodicEval(self, eval_env, self.evaluation.every, curve_sink)
+            evaluator = PeriodicEval(evaluate, self.evaluation.every, plan.steps, curve_sink)
             callbacks: list[BaseCallback] = [evaluator]
             snapshot = None
             if plan.snapshot_step:
@@ -451,19 +451,26 @@ class SB3Trainer:
                     plan.snapshot_step,
                     self.snapshot_path(out, plan.snapshot_step),
                     with_replay=plan.restore_replay_buffer,
+                    watch=watch,
                 )
                 callbacks.append(snapshot)
             if plan.mask_schedule is not None:
                 callbacks.append(_MaskUpdates(plan.mask_schedule, plan.mask_schedule_every))
             first = model.num_timesteps
-            model.learn(plan.steps, callback=CallbackList(callbacks), reset_num_timesteps=False)
-            final = evaluator.record()
-            save_state(model, out / self.checkpoint_name, with_replay=False)
+            # Evaluations and snapshots inside learn() pause the "train" section (see Stopwatch).
+            with watch.section("train"):
+                model.learn(plan.steps, callback=CallbackList(callbacks), reset_num_timesteps=False)
+            final = evaluator.record().row()
+            with watch.section("save"):
+                save_state(model, out / self.checkpoint_name, with_replay=False)
+                save_evaluations(out / EVALUATIONS_FILE, evaluator.evaluations)
             extra: dict[str, Any] = {
                 "start_step": first,
                 "end_step": model.num_timesteps,
                 "n_updates": int(getattr(model, "_n_updates", 0)),
                 "seed": plan.seed,
+                "eval_episodes": self.evaluation.episodes,
+                "eval_seeds": eval_seeds(self.eval_seed, eval_env.num_envs),
             }
             if isinstance(model, OffPolicyAlgorithm):
                 extra["learning_starts"] = int(model.learning_starts)
@@ -477,7 +484,13 @@ class SB3Trainer:
                 "timesteps": model.num_timesteps - first,
             }
             mask = read_mask(model.policy) if plan.mask_schedule else None
-            return LevelOutcome(metrics=metrics, curve=evaluator.curve, mask=mask, extra=extra)
+            return LevelOutcome(
+                metrics=metrics,
+                curve=evaluator.curve,
+                mask=mask,
+                extra=extra,
+                time=watch.record(("train", "eval", "save")),
+            )
         finally:
             env.close()
             eval_env.close()
@@ -559,14 +572,12 @@ class SB3Trainer:
         """
         vecnorm = sidecar(start, "vecnormalize") if start is not None else None
         env = make_env(self.env_cfg, seed=self.eval_seed, n_envs=1, normalize_from=vecnorm, training=False)
-        eval_env = make_env(
-            self.env_cfg, seed=self.eval_seed, n_envs=1, normalize_from=vecnorm, training=False
-        )
+        eval_env = self._eval_env(vecnorm)
         try:
             model = self.build(env, self.eval_seed, light=True)
             self._override(model, params)
             set_masks(model.policy, mask)
-            return self.evaluate(model, eval_env)[0]
+            return float(np.mean(self.evaluate(model, eval_env).returns))
         finally:
             env.close()
             eval_env.close()

@@ -45,6 +45,7 @@ from rl_tickets.masks import (
     set_masks,
 )
 from rl_tickets.models import MODELS, build_model
+from rl_tickets.timing import Stopwatch
 from rl_tickets.trainers import CurveSink, LevelOutcome, LevelPlan
 
 CHECKPOINT_FORMAT = "rl_tickets.supervised/1"
@@ -147,8 +148,8 @@ class SupervisedTrainer:
         :param device: auto, cpu, cuda or cuda:N.
         :param split_seed: fixes the train/validation/test split (the chain seed).
         :param dataset: use these splits instead of loading ``data`` (tests, benchmarks).
-        :param clock: times ``train_seconds`` / ``eval_seconds`` in metrics.json (wall time; the
-            benchmark passes ``time.process_time`` to see through other jobs' load).
+        :param clock: times training, evaluation and saving (metrics.json's ``time``; wall time:
+            the benchmark passes ``time.process_time`` to see through other jobs' load).
         :raises MissingDataError: if the dataset's files are missing and cannot be downloaded.
         """
         if model.name not in MODELS:
@@ -289,9 +290,11 @@ class SupervisedTrainer:
         :param out: the level's (temporary) directory.
         :param curve_sink: receives every evaluation row while training.
         """
+        watch = Stopwatch(self.clock)
         model, optimizer, step, width_scale = self._start(plan)
         if plan.start is None and plan.snapshot_step is not None:
-            self._save(self.snapshot_path(out, 0), model, optimizer, 0, width_scale, plan.seed)
+            with watch.section("save"):
+                self._save(self.snapshot_path(out, 0), model, optimizer, 0, width_scale, plan.seed)
         generator = torch.Generator(device=self.device).manual_seed(plan.seed)
         batches = minibatches(self.data.train, self.train_cfg.batch_size, generator)
         every, first, end = self.evaluation.every, step, step + plan.steps
@@ -299,55 +302,56 @@ class SupervisedTrainer:
         # Summed on the device, read only at evaluations: no host sync per iteration.
         train_loss, since = torch.zeros((), device=self.device), 0
         snapshot_taken: int | None = None
-        eval_seconds = 0.0
 
         def record() -> None:
-            nonlocal train_loss, since, eval_seconds
-            started = self.clock()
-            val_loss, val_accuracy = evaluate(model, self.data.val)
-            row: dict[str, Any] = {
-                "step": step,
-                "val/loss": val_loss,
-                "val/accuracy": val_accuracy,
-                "test/accuracy": evaluate(model, self.data.test)[1],
-            }
-            if since:
-                row["train/loss"] = float(train_loss) / since
-                train_loss, since = torch.zeros((), device=self.device), 0
-            curve.append(row)
-            if curve_sink:
-                curve_sink(row)
-            eval_seconds += self.clock() - started
+            nonlocal train_loss, since
+            with watch.section("eval"):
+                val_loss, val_accuracy = evaluate(model, self.data.val)
+                row: dict[str, Any] = {
+                    "step": step,
+                    "val/loss": val_loss,
+                    "val/accuracy": val_accuracy,
+                    "test/accuracy": evaluate(model, self.data.test)[1],
+                }
+                if since:
+                    row["train/loss"] = float(train_loss) / since
+                    train_loss, since = torch.zeros((), device=self.device), 0
+                curve.append(row)
+                if curve_sink:
+                    curve_sink(row)
 
-        started = self.clock()
         model.train()
         record()
-        while step < end:
-            if plan.snapshot_step and step == plan.snapshot_step:
-                self._save(self.snapshot_path(out, step), model, optimizer, step, width_scale, plan.seed)
-                snapshot_taken = step
-            if plan.mask_schedule is not None and plan.mask_schedule_every > 0:
-                if step % plan.mask_schedule_every == 0:
-                    weights = dict(model.named_parameters())
-                    names = prunable_names(model, include_biases=True)
-                    mask = plan.mask_schedule(step, {n: weights[n].detach().cpu() for n in names})
-                    if mask is not None:
-                        set_masks(model, mask)
-            images, labels = next(batches)
-            loss = F.cross_entropy(model(images), labels)
-            optimizer.zero_grad(set_to_none=True)
-            loss.backward()
-            optimizer.step()
-            train_loss += loss.detach()
-            since += 1
-            step += 1
-            if every and step % every == 0 and step < end:
-                record()
+        # Evaluations and snapshots inside the loop pause the "train" section (see Stopwatch).
+        with watch.section("train"):
+            while step < end:
+                if plan.snapshot_step and step == plan.snapshot_step:
+                    with watch.section("save"):
+                        self._save(
+                            self.snapshot_path(out, step), model, optimizer, step, width_scale, plan.seed
+                        )
+                    snapshot_taken = step
+                if plan.mask_schedule is not None and plan.mask_schedule_every > 0:
+                    if step % plan.mask_schedule_every == 0:
+                        weights = dict(model.named_parameters())
+                        names = prunable_names(model, include_biases=True)
+                        mask = plan.mask_schedule(step, {n: weights[n].detach().cpu() for n in names})
+                        if mask is not None:
+                            set_masks(model, mask)
+                images, labels = next(batches)
+                loss = F.cross_entropy(model(images), labels)
+                optimizer.zero_grad(set_to_none=True)
+                loss.backward()
+                optimizer.step()
+                train_loss += loss.detach()
+                since += 1
+                step += 1
+                if every and step % every == 0 and step < end:
+                    record()
         if curve[-1]["step"] != step:
             record()
-        # Training time excludes evaluations: the figure scripts/bench_supervised.py compares.
-        train_seconds = self.clock() - started - eval_seconds
-        self._save(out / self.checkpoint_name, model, optimizer, step, width_scale, plan.seed)
+        with watch.section("save"):
+            self._save(out / self.checkpoint_name, model, optimizer, step, width_scale, plan.seed)
 
         if plan.snapshot_step and snapshot_taken is None:
             raise RuntimeError(f"training ended at iteration {step} before rewind.step={plan.snapshot_step}")
@@ -369,13 +373,13 @@ class SupervisedTrainer:
             "width_scale": width_scale,
             "val_accuracy_at_early_stop": best["val/accuracy"],
             "val_accuracy": final["val/accuracy"],
-            "train_seconds": round(train_seconds, 4),
-            "eval_seconds": round(eval_seconds, 4),
         }
         if snapshot_taken is not None:
             extra["snapshot_step"] = snapshot_taken
         mask = read_mask(model) if plan.mask_schedule is not None else None
-        return LevelOutcome(metrics=metrics, curve=curve, mask=mask, extra=extra)
+        return LevelOutcome(
+            metrics=metrics, curve=curve, mask=mask, extra=extra, time=watch.record(("train", "eval", "save"))
+        )
 
     # ---- weights for pruning and controls -------------------------------------------------------
     def load_params(self, checkpoint: Path) -> dict[str, torch.Tensor]:
