@@ -9,7 +9,8 @@ Results layout (see README)::
         identity.json  meta.json  levels.csv  layers.csv
         level_NN/<variant>/{model.zip,mask.pt,metrics.json,eval_curve.csv,progress.csv,COMPLETE}
 
-Every level is written into ``<dir>.partial`` and renamed when complete (COMPLETE written last), so a
+Every level is written into ``<dir>.partial`` and renamed when complete (COMPLETE written last: a
+manifest of the level's files that a rerun verifies, :mod:`rl_tickets.manifest`), so a
 killed run loses at most the level in progress and a rerun only finishes missing work. Every level
 loads its start from disk, so a resumed chain equals an uninterrupted one, and any variant whose
 inputs are on disk can train in another process: with ``workers=N`` the variants of a level train in
@@ -38,6 +39,7 @@ import torch
 
 from rl_tickets.config import CHOICES, Config, ConfigError, display_name
 from rl_tickets.identity import chain_identity, dense_identity, digest
+from rl_tickets.manifest import Verifier, upstream_key, write_complete
 from rl_tickets.masks import Mask, dense_mask, layer_densities, load_mask, save_mask
 from rl_tickets.parallel import Key, Task, WorkerPool, threads_per_worker
 from rl_tickets.pruning import PruneSpec, next_mask, prunable
@@ -116,11 +118,27 @@ def claim(directory: Path, identity: dict[str, Any]) -> None:
         existing = json.loads(record.read_text())
         if existing != canonical:
             raise ConfigError(
-                f"{directory} holds results of a different config ({record}); refusing to overwrite it"
+                f"{directory} holds results of a different config ({record}: {identity_changes(existing, canonical)}); "
+                "refusing to overwrite it"
             )
         return
     directory.mkdir(parents=True, exist_ok=True)
     _write_atomic(record, json.dumps(canonical, indent=2, sort_keys=True))
+
+
+def identity_changes(recorded: dict[str, Any], wanted: dict[str, Any]) -> str:
+    """The keys two identities disagree on, each with both values: ``prune.rate: recorded 0.2, now 0.3``.
+
+    A key missing on one side had its schema default there (defaults are left out of identities).
+
+    :param recorded: the identity.json found on disk.
+    :param wanted: this job's identity.
+    """
+    keys = sorted(k for k in recorded.keys() | wanted.keys() if recorded.get(k) != wanted.get(k))
+    shown = {
+        k: [json.dumps(side[k]) if k in side else "the default" for side in (recorded, wanted)] for k in keys
+    }
+    return "; ".join(f"{k}: recorded {old}, now {new}" for k, (old, new) in shown.items())
 
 
 def _temporary(path: Path) -> Path:
@@ -194,6 +212,7 @@ class Runner:
         )
         self._names: list[str] | None = None
         self._dense_masks: dict[float, Mask] = {}
+        self.verifier = Verifier()
 
     # ---- the loop -------------------------------------------------------------------------
     def run(self) -> Path:
@@ -209,6 +228,8 @@ class Runner:
         claim(self.paths.dense, dense_identity(cfg))
         claim(self.paths.chain, chain_identity(cfg))
         self._write_meta()
+        with locked(self.paths.chain):  # under the lock: never judge a level another job is replacing
+            self.verify_chain()
         tasks = self.tasks()
         parallel = cfg.workers > 1 and any(self.needs_training(*t.key) for t in tasks)
         with self._pool() if parallel else nullcontext() as pool:
@@ -247,10 +268,31 @@ class Runner:
         :param level: level number.
         :param variant: ticket or a control name.
         """
-        if not is_complete(self.paths.level(level, variant)):
+        if not self._trusted(level, variant):
             return True
         drawn = self._metrics(level, variant)["extra"].get("supermask")
         return variant in SUPERMASK_CONTROLS and drawn != asdict(self.cfg.supermask)
+
+    def _upstream(self, level: int, variant: str) -> Path | None:
+        """The level directory (level, variant) is built from (:func:`rl_tickets.manifest.upstream_key`)."""
+        key = upstream_key(level, variant)
+        return self.paths.level(*key) if key is not None else None
+
+    def _trusted(self, level: int, variant: str) -> bool:
+        """Whether (level, variant) is finished and passes verification (else it is moved aside)."""
+        label = f"level {level} {variant}"
+        return self.verifier.trusted(self.paths.level(level, variant), self._upstream(level, variant), label)
+
+    def verify_chain(self) -> None:
+        """Verify every finished level of the chain, upstream before downstream, before anything trains:
+        a damaged or stale one is moved aside, so the tables never read it and it is trained again."""
+        found = [
+            (int(d.parent.name.removeprefix("level_")), d.name)
+            for d in self.paths.chain.glob("level_*/*")
+            if d.is_dir() and "." not in d.name and is_complete(d)
+        ]
+        for level, variant in sorted(found, key=lambda lv: (lv[0], lv[1] != TICKET, lv[1])):
+            self._trusted(level, variant)
 
     def train_variant(self, level: int, variant: str) -> bool:
         """Train (or, for supermask controls, evaluate) one level of one variant unless it is done.
@@ -280,6 +322,7 @@ class Runner:
         """Send a level's row to the mirrors (when just trained) and to the progress callback."""
         row = self._row(level, variant)
         if trained:
+            self.write_tables()  # current after every level: an interrupted chain keeps its tables
             for mirror in self.mirrors:
                 mirror.level(variant, row)
         self.on_level(level, variant, row)
@@ -369,7 +412,7 @@ class Runner:
         if outcome.curve:
             columns = sorted({k for row in outcome.curve for k in row}, key=lambda k: (k != "step", k))
             _write_csv(partial / "eval_curve.csv", outcome.curve, columns)
-        (partial / COMPLETE).write_text("")
+        write_complete(partial, self._upstream(level, variant))
         shutil.rmtree(final, ignore_errors=True)
         partial.replace(final)
 
@@ -674,7 +717,7 @@ class Runner:
         found = [(0, TICKET)] + [
             (int(d.parent.name.split("_")[1]), d.name)
             for d in sorted(self.paths.chain.glob("level_*/*"))
-            if d.is_dir() and is_complete(d)
+            if d.is_dir() and "." not in d.name and is_complete(d)  # not .partial, .corrupt-*
         ]
         found.sort(
             key=lambda lv: (lv[0], VARIANT_ORDER.index(lv[1]) if lv[1] in VARIANT_ORDER else 99, lv[1])

@@ -1,0 +1,149 @@
+"""Finished levels are verified before they are trusted: a damaged one (file deleted, truncated or
+edited) is moved aside with one line and trained again with everything built on it; legacy levels (an
+empty COMPLETE) stay trusted; levels.csv is current after every level; identity refusals say what differs."""
+
+from __future__ import annotations
+
+import json
+import logging
+import shutil
+from pathlib import Path
+
+import pytest
+import torch
+from test_runner import Killed, all_masks, spy, tiny_cfg, tree
+from tiny import levels_without_time
+
+from rl_tickets.config import ConfigError
+from rl_tickets.manifest import MARKER, REJECTED, problem, write_complete
+from rl_tickets.runner import ChainPaths, Runner
+
+EVERYTHING = [(0, "ticket"), (1, "ticket"), (1, "reinit"), (2, "ticket"), (2, "reinit")]
+
+
+def damage(path: Path, how: str) -> None:
+    """Delete, truncate or edit one byte of a file."""
+    if how == "delete":
+        path.unlink()
+    elif how == "truncate":
+        path.write_bytes(path.read_bytes()[: path.stat().st_size // 2])
+    else:
+        data = bytearray(path.read_bytes())
+        data[len(data) // 2] ^= 0xFF
+        path.write_bytes(bytes(data))
+
+
+def test_manifest_lists_every_file_and_catches_each_kind_of_damage(tmp_path: Path) -> None:
+    level = tmp_path / "level"
+    (level / "sub").mkdir(parents=True)
+    (level / "a.bin").write_bytes(b"abc" * 100)
+    (level / "sub" / "b.txt").write_text("hello")
+    write_complete(level)
+    record = json.loads((level / MARKER).read_text())
+    assert sorted(record["files"]) == ["a.bin", "sub/b.txt"] and record["upstream"] is None
+    assert problem(level) is None
+    for how, words in [("edit", "sha256 differs"), ("truncate", "bytes"), ("delete", "missing")]:
+        broken = tmp_path / how
+        shutil.copytree(level, broken)
+        damage(broken / "a.bin", how)
+        assert words in (problem(broken) or ""), how
+    (level / MARKER).write_text("")  # written before manifests: trusted as it is
+    (level / "a.bin").unlink()
+    assert problem(level) is None
+
+
+@pytest.fixture(scope="module")
+def reference(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """An uninterrupted chain (2 levels, ticket + reinit), never damaged: what every repair must equal."""
+    root = tmp_path_factory.mktemp("reference")
+    cfg = tiny_cfg(root, levels=2, controls=["reinit"])
+    Runner(cfg, spy(cfg)).run()
+    return root
+
+
+@pytest.mark.parametrize(
+    ("level", "variant", "name", "how", "retrained"),
+    [
+        (0, "ticket", "metrics.json", "edit", EVERYTHING),
+        (1, "ticket", "model.zip", "delete", EVERYTHING[1:]),
+        (2, "ticket", "mask.pt", "truncate", EVERYTHING[3:]),
+        (1, "reinit", "model.zip", "edit", [(1, "reinit")]),
+    ],
+    ids=["dense-edited", "ticket1-model-deleted", "ticket2-mask-truncated", "control-edited"],
+)
+def test_a_damaged_level_is_moved_aside_and_retrained_with_what_depends_on_it(
+    reference: Path,
+    tmp_path: Path,
+    caplog: pytest.LogCaptureFixture,
+    level: int,
+    variant: str,
+    name: str,
+    how: str,
+    retrained: list[tuple[int, str]],
+) -> None:
+    shutil.copytree(reference, tmp_path, dirs_exist_ok=True)
+    cfg = tiny_cfg(tmp_path, levels=2, controls=["reinit"])
+    paths = ChainPaths.of(cfg)
+    damaged = paths.level(level, variant)
+    damage(damaged / name, how)
+
+    rerun = spy(cfg)
+    with caplog.at_level(logging.WARNING, logger="rl_tickets.manifest"):
+        Runner(cfg, rerun).run()
+    assert rerun.calls == retrained
+    # One line per level moved aside: the damaged one, then each level built on it (stale).
+    lines = [r.getMessage() for r in caplog.records if "failed verification" in r.getMessage()]
+    assert lines[0].startswith(f"rl-tickets: level {level} {variant} failed verification: {name}")
+    assert len(lines) == len(retrained) and all("built from" in line for line in lines[1:])
+    (aside,) = damaged.parent.glob(f"{variant}.corrupt-*")
+    assert (aside / REJECTED).exists() and not (aside / MARKER).exists()
+    # Repaired, the chain equals the one that was never damaged (CPU runs are deterministic).
+    ref = ChainPaths.of(tiny_cfg(reference, levels=2, controls=["reinit"]))
+    assert levels_without_time(paths.chain / "levels.csv") == levels_without_time(ref.chain / "levels.csv")
+    ours, theirs = all_masks(paths, 2), all_masks(ref, 2)
+    assert all(torch.equal(ours[lv][n], theirs[lv][n]) for lv in ours for n in ours[lv])
+    # And a second rerun trusts everything: nothing trained, nothing moved.
+    again = spy(cfg)
+    Runner(cfg, again).run()
+    assert again.calls == []
+    assert len(list(damaged.parent.glob(f"{variant}.corrupt-*"))) == 1
+
+
+def test_levels_without_a_manifest_stay_trusted(reference: Path, tmp_path: Path) -> None:
+    """Results written before manifests (an empty COMPLETE) are trusted as they are: nothing retrains."""
+    shutil.copytree(reference, tmp_path, dirs_exist_ok=True)
+    for marker in tmp_path.rglob(MARKER):
+        marker.write_text("")
+    cfg = tiny_cfg(tmp_path, levels=2, controls=["reinit"])
+    before = tree(tmp_path)
+    again = spy(cfg)
+    Runner(cfg, again).run()
+    assert again.calls == []
+    changed = {k for k, v in tree(tmp_path).items() if before.get(k) != v}
+    assert changed == {
+        str(ChainPaths.of(cfg).chain.relative_to(tmp_path) / "meta.json")
+    }  # it records the root
+
+
+def test_levels_csv_is_current_after_every_level(tmp_path: Path) -> None:
+    """A chain killed during level 2 already has the rows of levels 0 and 1 (and their layers)."""
+    cfg = tiny_cfg(tmp_path, levels=3)
+    with pytest.raises(Killed):
+        Runner(cfg, spy(cfg, kill_at=2)).run()
+    chain = ChainPaths.of(cfg).chain
+    assert [row["level"] for row in levels_without_time(chain / "levels.csv")] == ["0", "1"]
+    assert {line.split(",")[0] for line in (chain / "layers.csv").read_text().splitlines()[1:]} == {"0", "1"}
+
+
+def test_an_identity_refusal_names_the_keys_that_differ_and_both_values(tmp_path: Path) -> None:
+    cfg = tiny_cfg(tmp_path)
+    chain = ChainPaths.of(cfg).chain
+    chain.mkdir(parents=True)
+    recorded = {"algo.name": "dqn", "prune.rate": 0.5, "seed": 0, "task": "rl"}
+    (chain / "identity.json").write_text(json.dumps(recorded))
+    with pytest.raises(ConfigError) as refused:
+        Runner(cfg, spy(cfg)).run()
+    message = str(refused.value)
+    assert 'algo.name: recorded "dqn", now "ppo"' in message
+    assert "prune.rate: recorded 0.5, now the default" in message
+    assert "\n" not in message
