@@ -13,8 +13,10 @@ from __future__ import annotations
 import importlib
 import multiprocessing
 import queue
-from collections.abc import Callable, Sequence
+import threading
+from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import FIRST_COMPLETED, Future, ProcessPoolExecutor, wait
+from contextlib import contextmanager
 from dataclasses import dataclass
 from types import TracebackType
 from typing import Any
@@ -57,6 +59,25 @@ def _start_worker(threads: int, modules: Sequence[str]) -> None:
         importlib.import_module(name)
 
 
+@contextmanager
+def _standard_start_method() -> Iterator[None]:
+    """Let processes start from inside a loky worker (a job of Hydra's joblib launcher).
+
+    loky makes ``"loky"`` multiprocessing's default start method in its workers, and a spawned child
+    replays the parent's default, which it cannot find. While this pool starts its processes, the
+    default is ``spawn``; the previous one is restored afterwards.
+    """
+    current = multiprocessing.get_start_method(allow_none=True)
+    if current is None or current in multiprocessing.get_all_start_methods():
+        yield
+        return
+    multiprocessing.set_start_method("spawn", force=True)
+    try:
+        yield
+    finally:
+        multiprocessing.set_start_method(current, force=True)
+
+
 def _ready() -> bool:
     """A no-op job: submitting one per worker starts the workers (and their imports) early."""
     return True
@@ -73,14 +94,20 @@ class WorkerPool:
     def __init__(self, workers: int, threads: int, modules: Sequence[str] = ()) -> None:
         self.workers = workers
         context = multiprocessing.get_context("spawn")
-        self._manager = context.Manager()
-        self._executor = ProcessPoolExecutor(
-            workers, mp_context=context, initializer=_start_worker, initargs=(threads, tuple(modules))
-        )
-        # Workers are spawned on demand; one no-op per worker starts them all now, while the parent
-        # is busy elsewhere (the dense level 0).
-        for _ in range(workers):
-            self._executor.submit(_ready)
+        # The message relay runs no torch: forking it takes milliseconds, where a spawned one would
+        # first import the parent's main module (torch, Hydra) while the parent waits. Only a process
+        # with one thread is forked (another thread could hold a lock the copy would then wait on).
+        single = threading.active_count() == 1
+        relay = "fork" if single and "fork" in multiprocessing.get_all_start_methods() else "spawn"
+        with _standard_start_method():
+            self._manager = multiprocessing.get_context(relay).Manager()
+            self._executor = ProcessPoolExecutor(
+                workers, mp_context=context, initializer=_start_worker, initargs=(threads, tuple(modules))
+            )
+            # Workers are started on demand, by submit(); one no-op per worker starts them all now,
+            # while the parent is busy elsewhere (the dense level 0).
+            for _ in range(workers):
+                self._executor.submit(_ready)
 
     def __enter__(self) -> WorkerPool:
         return self
