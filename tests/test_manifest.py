@@ -147,3 +147,35 @@ def test_an_identity_refusal_names_the_keys_that_differ_and_both_values(tmp_path
     assert 'algo.name: recorded "dqn", now "ppo"' in message
     assert "prune.rate: recorded 0.5, now the default" in message
     assert "\n" not in message
+
+
+def test_the_report_warns_and_skips_only_what_is_damaged(
+    reference: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """rl-tickets-report: a missing model is noticed and only its level left out; an edited identity.json
+    is named (its numbers still reported)."""
+    from rl_tickets.report.loading import load_chain
+    from rl_tickets.report.masks import mask_levels
+
+    shutil.copytree(reference, tmp_path, dirs_exist_ok=True)
+    paths = ChainPaths.of(tiny_cfg(tmp_path, levels=2, controls=["reinit"]))
+    (paths.level(2, "ticket") / "model.zip").unlink()
+    identity = json.loads((paths.chain / "identity.json").read_text())
+    (paths.chain / "identity.json").write_text(json.dumps({**identity, "prune.rate": 0.5}))
+
+    chain = load_chain(paths.chain)
+    assert chain is not None
+    notes = capsys.readouterr().err.splitlines()
+    assert len(notes) == 2
+    assert "identity.json hashes to" in notes[0] and str(paths.chain) in notes[0]
+    assert (
+        notes[1].startswith("rl-tickets-report: skipping level 2 ticket")
+        and "model.zip is missing" in notes[1]
+    )
+    kept = list(zip(chain.levels["level"], chain.levels["variant"]))
+    assert kept == [(0, "ticket"), (1, "ticket"), (1, "reinit"), (2, "reinit")]
+    assert (
+        set(chain.layers["level"]) == {0, 1, 2}
+        and not ((chain.layers["level"] == 2) & (chain.layers["variant"] == "ticket")).any()
+    )
+    assert mask_levels(chain) == [1]

@@ -97,16 +97,17 @@ def dense_dir(chain: Chain) -> Path | None:
 
 
 def level_dirs(chain: Chain) -> dict[tuple[int, str], Path]:
-    """Every finished-or-running ``(level, variant)`` directory of a chain (``.partial`` ones excluded)."""
+    """Every finished-or-running ``(level, variant)`` directory of a chain (``.partial``, levels moved
+    aside as ``.corrupt-*`` and damaged levels excluded)."""
     found: dict[tuple[int, str], Path] = {}
     dense = dense_dir(chain)
     if dense is not None and (dense / "level_00" / TICKET).is_dir():
         found[(0, TICKET)] = dense / "level_00" / TICKET
     for directory in sorted(chain.path.glob("level_*/*")):
         match = re.fullmatch(r"level_(\d+)", directory.parent.name)
-        if match and directory.is_dir() and not directory.name.endswith(".partial"):
+        if match and directory.is_dir() and "." not in directory.name:  # not .partial, .corrupt-*
             found.setdefault((int(match.group(1)), directory.name), directory)
-    return found
+    return {key: path for key, path in found.items() if key not in chain.damaged}
 
 
 def _series(directory: Path, source: CurveSource) -> pd.Series | None:

@@ -32,6 +32,8 @@ class Chain:
     :param meta: the parsed ``meta.json``.
     :param levels: ``levels.csv`` (empty if absent).
     :param layers: ``layers.csv`` (empty if absent).
+    :param damaged: (level, variant) pairs left out because they failed verification
+        (:mod:`rl_tickets.report.integrity`).
     """
 
     path: Path
@@ -40,6 +42,7 @@ class Chain:
     meta: dict[str, Any]
     levels: pd.DataFrame
     layers: pd.DataFrame
+    damaged: frozenset[tuple[int, str]] = frozenset()
 
 
 @dataclass
@@ -130,7 +133,7 @@ def load_chain(seed_dir: Path) -> Chain | None:
     if seed is None:
         warn(f"skipping {seed_dir}: no seed in meta.json or directory name")
         return None
-    return Chain(
+    chain = Chain(
         path=seed_dir,
         chain_hash=seed_dir.parent.name,
         seed=seed,
@@ -138,6 +141,9 @@ def load_chain(seed_dir: Path) -> Chain | None:
         levels=read_csv(seed_dir / "levels.csv"),
         layers=read_csv(seed_dir / "layers.csv"),
     )
+    from rl_tickets.report.integrity import checked  # imported here: it builds on curves, which imports this
+
+    return checked(chain)
 
 
 def discover(root: Path) -> list[Experiment]:

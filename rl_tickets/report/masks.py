@@ -23,13 +23,15 @@ def mask_levels(chain: Chain, variant: str = TICKET) -> list[int]:
     levels = []
     for mask_path in chain.path.glob(f"level_*/{variant}/mask.pt"):
         match = re.fullmatch(r"level_(\d+)", mask_path.parent.parent.name)
-        if match:
+        if match and (int(match.group(1)), variant) not in chain.damaged:
             levels.append(int(match.group(1)))
     return sorted(levels)
 
 
 def load_mask(chain: Chain, level: int, variant: str = TICKET) -> dict[str, torch.Tensor] | None:
-    """The saved mask dict of a level, or ``None`` (with a note) if absent or unreadable."""
+    """The saved mask dict of a level, or ``None`` (with a note) if absent, unreadable or damaged."""
+    if (level, variant) in chain.damaged:
+        return None
     candidates = sorted(chain.path.glob(f"level_*/{variant}/mask.pt"))
     for path in candidates:
         match = re.fullmatch(r"level_(\d+)", path.parent.parent.name)
