@@ -1,6 +1,9 @@
 """The Hydra entry point (``rl-tickets`` / ``python -m rl_tickets``): compose, validate, dispatch.
 
-Everything below this module takes plain typed objects; Hydra stays here.
+Everything below this module takes plain typed objects; Hydra stays here. Every way a job can end
+early ends in one line on stderr: a user error (Hydra's own included) with exit status 2, an OS error
+the user can fix (disk full, read-only root) with 2, an interrupt (Ctrl-C, SIGTERM) with 130/143 and
+the command that resumes.
 """
 
 from __future__ import annotations
@@ -9,15 +12,22 @@ import os
 import shutil
 import sys
 from pathlib import Path
+from typing import NoReturn
 
 import hydra
 from hydra.core.hydra_config import HydraConfig
+from hydra.errors import HydraException
 from hydra.types import RunMode
 from omegaconf import DictConfig, OmegaConf
+from omegaconf.errors import OmegaConfBaseException
 
+from rl_tickets import command_line
 from rl_tickets.cli_help import register_help_resolvers
 from rl_tickets.config import Config, ConfigError, register_schemas
 from rl_tickets.job import UserError, run_job
+from rl_tickets.preflight import unknown_keys
+from rl_tickets.resume import interrupted_line
+from rl_tickets.stops import Interrupted, exit_code, os_error_line, signal_name, sigterm_interrupts
 
 
 def _remove_hydra_dir(root: Path) -> None:
@@ -33,28 +43,75 @@ def _remove_hydra_dir(root: Path) -> None:
         parent.rmdir()
 
 
+def _fail(message: str) -> NoReturn:
+    """Print ``rl-tickets: error: <message>`` on stderr and exit 2."""
+    print(f"rl-tickets: error: {message}", file=sys.stderr)
+    sys.exit(2)
+
+
+def _os_error(error: OSError) -> NoReturn:
+    """One line and exit 2 for an OS error the user can fix (disk full, read-only root); else re-raise."""
+    line = os_error_line(error)
+    if line is None:
+        raise error
+    print(line, file=sys.stderr)
+    sys.exit(2)
+
+
+def _config(composed: DictConfig) -> Config:
+    """The typed config, refusing keys the schema does not have (``+unknown_key=1``)."""
+    unknown = unknown_keys(OmegaConf.to_container(composed, resolve=True))  # type: ignore[arg-type]
+    if unknown:
+        raise ConfigError(f"unknown key(s) {', '.join(unknown)}; `rl-tickets --help` lists every key")
+    return OmegaConf.to_object(composed)  # type: ignore[return-value]
+
+
 @hydra.main(version_base="1.3", config_path="pkg://rl_tickets.conf", config_name="config")
 def app(composed: DictConfig) -> None:
-    """Run one job (one chain) from a composed config; user errors exit 2 with one line.
+    """Run one job (one chain) from a composed config; every early end is one line (module doc).
 
     :param composed: the config Hydra composed from conf/ and the command line.
     """
-    cfg: Config = OmegaConf.to_object(composed)  # type: ignore[assignment]
     multirun = HydraConfig.get().mode == RunMode.MULTIRUN
+    cfg: Config | None = None
     try:
+        cfg = _config(composed)
         run_job(cfg, multirun=multirun, live=sys.stdout.isatty() and not multirun)
     except (ConfigError, UserError) as error:
-        _remove_hydra_dir(Path(cfg.root))
-        print(f"rl-tickets: error: {error}", file=sys.stderr)
-        sys.exit(2)
+        _remove_hydra_dir(Path(composed.root))
+        _fail(str(error))
+    except OSError as error:
+        _os_error(error)
+    except (KeyboardInterrupt, Interrupted) as error:
+        if cfg is None:
+            raise  # nothing started: main() says so
+        print(interrupted_line(cfg, signal_name(error), sys.argv[1:]), file=sys.stderr)
+        sys.exit(exit_code(error))
 
 
 def main() -> None:
-    """Console entry: register the schema and the help resolvers, then hand over to Hydra."""
+    """Console entry: check the command line, register the schema and the help resolvers, run Hydra."""
     os.environ.setdefault("WANDB_SILENT", "true")
+    argv = command_line.rewrite(sys.argv[1:])
+    try:
+        command_line.check(argv)
+    except ConfigError as error:
+        _fail(str(error))
+    sys.argv = [sys.argv[0], *argv]
     register_schemas()
     register_help_resolvers()
-    app()
+    with sigterm_interrupts(), command_line.hydra_raises() as catching:
+        try:
+            app()
+        except (HydraException, OmegaConfBaseException) as error:
+            if not catching:
+                raise
+            _fail(command_line.one_line(error))
+        except OSError as error:  # Hydra creating its run directory under root
+            _os_error(error)
+        except (KeyboardInterrupt, Interrupted) as error:  # while Hydra composed or launched: no job ran
+            print(f"rl-tickets: interrupted ({signal_name(error)}) before any level started", file=sys.stderr)
+            sys.exit(exit_code(error))
 
 
 if __name__ == "__main__":

@@ -24,6 +24,15 @@ def _template_safe(text: str) -> str:
     return text.replace("$", "$$")
 
 
+def group_options(group: str) -> list[str]:
+    """The options of a config group in the packaged conf/ (``experiment``: the presets).
+
+    :param group: a config group (a directory of conf/).
+    """
+    directory = files("rl_tickets.conf").joinpath(group)
+    return sorted(e.name[: -len(".yaml")] for e in directory.iterdir() if e.name.endswith(".yaml"))
+
+
 def config_groups(task: str) -> str:
     """``group: option, option`` lines for the config groups of ``task`` (from the packaged conf/).
 
@@ -33,9 +42,7 @@ def config_groups(task: str) -> str:
     hidden = set(OTHER_TASK_GROUPS.get(task, ()))
     lines = []
     for group in sorted(entry.name for entry in conf.iterdir() if entry.is_dir()):
-        options = sorted(
-            e.name[: -len(".yaml")] for e in conf.joinpath(group).iterdir() if e.name.endswith(".yaml")
-        )
+        options = group_options(group)
         if options and group not in hidden:
             lines.append(f"{group}: {', '.join(options)}")
     return _template_safe("\n".join(lines))

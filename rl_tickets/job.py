@@ -17,7 +17,10 @@ import torch
 
 from rl_tickets.config import Config, ConfigError, display_name, validate
 from rl_tickets.console import fmt_value, say, text_table
+from rl_tickets.preflight import check_network, check_values
+from rl_tickets.resume import resuming_line
 from rl_tickets.runner import ChainPaths, Mirror, Runner
+from rl_tickets.stops import exit_code
 from rl_tickets.trainers import Trainer
 from rl_tickets.trainers.sb3 import seed_for
 
@@ -165,8 +168,11 @@ def run_job(cfg: Config, multirun: bool = False, live: bool = False) -> Path:
     :return: the chain directory.
     """
     validate(cfg)
+    check_values(cfg)
     torch.set_num_threads(threads_for(cfg, multirun))
     trainer = TRAINERS[cfg.task](cfg)
+    check_network(cfg, trainer)  # builds the network once: every refusal comes before level 0 trains
+    log.info(f"device: {getattr(trainer, 'device', cfg.device)} (device={cfg.device})")
     mirror = None
     if cfg.logger.mode != "disabled":
         from rl_tickets.tracking import WandbMirror, run_info
@@ -174,12 +180,18 @@ def run_job(cfg: Config, multirun: bool = False, live: bool = False) -> Path:
         mirror = WandbMirror(cfg.logger, run_info(cfg, ChainPaths.of(cfg)), directory=Path(cfg.root))
     progress = Progress(cfg, trainer.metric, trainer.budget, live=live)
     mirrors: list[Mirror] = [progress] + ([mirror] if mirror is not None else [])
+    if (line := resuming_line(cfg)) is not None:
+        say(line, log)
+    status = 0
     try:
         chain = Runner(cfg, trainer, mirrors, on_level=progress).run()
+    except BaseException as error:
+        status = exit_code(error)  # W&B records an interrupted or failed run as such
+        raise
     finally:
         progress.close()
         if mirror is not None:
-            mirror.close()
+            mirror.close(status)
     if not multirun:
         say(levels_table(chain / "levels.csv", trainer.metric), log)
     say(f"results: {chain}", log)

@@ -89,6 +89,14 @@ ACTOR_PARTS = ("policy_net", "action_net", "actor.")
 CRITIC_PARTS = ("value_net", "critic.")
 
 
+def fitting_algos(action_space: gym.Space) -> list[str]:
+    """The algorithms that can act in ``action_space`` (what an error about a misfit suggests instead).
+
+    :param action_space: the environment's action space.
+    """
+    return [name for name in ALGOS if isinstance(action_space, ACTION_SPACES.get(name, gym.Space))]
+
+
 def sidecar(checkpoint: Path, kind: str) -> Path:
     """The file stored beside a model checkpoint: ``X_vecnormalize.pkl`` or ``X_replay.pkl``.
 
@@ -245,9 +253,10 @@ class SB3Trainer:
         wanted = ACTION_SPACES.get(algo.name)
         if wanted is not None and not isinstance(self.action_space, wanted):
             kind = "discrete" if wanted is gym.spaces.Discrete else "continuous (Box)"
+            fits = fitting_algos(self.action_space)
             raise ConfigError(
                 f"algo={algo.name} needs a {kind} action space but env={env.name} ({env.id}) has "
-                f"{self.action_space}; use {'ppo, a2c or dqn' if kind == 'discrete' else 'ppo, a2c, sac or td3'}"
+                f"{self.action_space}; use {', '.join(fits[:-1])} or {fits[-1]}"
             )
         self.device = self._pick_device(device)
 
@@ -558,6 +567,7 @@ class SB3Trainer:
             "critic_layers": [n for n in names if two_roles and any(p in n for p in CRITIC_PARTS)],
             "observation_names": self.env_cfg.observation_names,
             "weights_total": sum(weights[n].numel() for n in names),
+            "device": str(self.device),  # the device used (device=auto resolves to one)
         }
 
     def evaluate_params(self, params: dict[str, torch.Tensor], mask: Mask, start: Path | None) -> float:

@@ -423,6 +423,7 @@ class SupervisedTrainer:
             "input_shape": list(self.input_shape),
             "num_classes": self.num_classes,
             "split_sizes": {s: len(getattr(self.data, s)) for s in ("train", "val", "test")},
+            "device": str(self.device),  # the device used (device=auto resolves to one)
         }
 
     def evaluate_params(self, params: dict[str, torch.Tensor], mask: Mask, start: Path | None) -> float:
