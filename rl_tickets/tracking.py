@@ -10,14 +10,24 @@ dashboards built for SB3's ``EvalCallback`` work. Levels rewind ``num_timesteps`
 ``level`` as their x-axis and curves a cumulative ``global_step`` (``define_metric``). With
 ``logger.artifacts=true`` each finished level's model and mask are logged as a versioned artifact
 (aliased ``level-N``), offline too. wandb is imported only when used.
+
+Each run has a deterministic id (chain hash, seed, variant, name) and is resumed, so every job that
+trains a chain's variant, also a second process sharing the chain or a later extension, logs into
+the same run. An unreachable server costs at most 20 s per process (:mod:`rl_tickets.outage`), after
+which runs go offline into ``ROOT/wandb/offline-run-*``, where ``wandb sync`` finds them. An empty
+``WANDB_MODE`` counts as unset (wandb itself crashes on it). A run ends with the job's exit code, so
+an interrupted or failed job is not recorded as finished.
 """
 
 from __future__ import annotations
 
+import hashlib
 import netrc
 import os
 import re
+import shutil
 import sys
+import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -25,6 +35,7 @@ from typing import TYPE_CHECKING, Any
 from urllib.parse import urlparse
 
 from rl_tickets.config import Config, LoggerConfig, display_name
+from rl_tickets.outage import PROCESS, Outage, server_url
 from rl_tickets.task_sections import for_task
 
 if TYPE_CHECKING:
@@ -63,6 +74,14 @@ class RunInfo:
     def run_name(self, variant: str) -> str:
         """``<experiment>/<variant>/s<seed>``, e.g. ``ppo_cartpole/ticket/s0``."""
         return f"{self.group}/{variant}/s{self.seed}"
+
+    def run_id(self, variant: str) -> str:
+        """The W&B run id of a variant: the same for every job of this chain, seed, variant and name.
+
+        :param variant: ticket or a control name.
+        """
+        name = hashlib.sha256(self.group.encode()).hexdigest()[:6]
+        return re.sub(r"[^A-Za-z0-9_-]+", "_", f"{self.chain_hash or 'chain'}-s{self.seed}-{variant}-{name}")
 
 
 def job_tags(cfg: Config) -> tuple[str, ...]:
@@ -115,16 +134,27 @@ def has_api_key() -> bool:
 class WandbMirror:
     """Lazily opens one W&B run per variant; :meth:`close` finishes them all (call it in ``finally``)."""
 
-    def __init__(self, settings: LoggerConfig, info: RunInfo, directory: Path) -> None:
+    def __init__(
+        self, settings: LoggerConfig, info: RunInfo, directory: Path, outage: Outage = PROCESS
+    ) -> None:
         """Remember how to open runs; nothing is opened until something is logged.
 
         :param settings: mode (offline/online/disabled), project, entity, init timeout, artifacts.
         :param info: run names, tags and config (:func:`run_info`).
         :param directory: where W&B writes its files (``<dir>/wandb``).
+        :param outage: which servers this process found down (shared by the process's jobs).
         """
-        self.settings, self.info, self.directory = settings, info, directory
+        self.settings, self.info, self.directory, self.outage = settings, info, directory, outage
         self.mode = settings.mode
         self.runs: dict[str, Any] = {}
+
+    def _go_offline(self, why: str) -> None:
+        """Say why (one line), then log offline from here on."""
+        print(
+            f"wandb: {why}; logging offline instead (`wandb sync {self.directory}/wandb/offline-run-*` later)",
+            file=sys.stderr,
+        )
+        self.mode = "offline"
 
     def _open(self, variant: str) -> Any:
         """Open (or return) the run of ``variant``, falling back to offline if online fails."""
@@ -133,12 +163,13 @@ class WandbMirror:
         import wandb
 
         self.directory.mkdir(parents=True, exist_ok=True)
+        if os.environ.get("WANDB_MODE") == "":  # wandb fails on an empty mode; unset is what was meant
+            del os.environ["WANDB_MODE"]
+        url = server_url()
         if self.mode == "online" and not has_api_key():
-            print(
-                "wandb: no API key (run `wandb login` or set WANDB_API_KEY); logging offline instead",
-                file=sys.stderr,
-            )
-            self.mode = "offline"
+            self._go_offline("no API key (run `wandb login` or set WANDB_API_KEY)")
+        elif self.mode == "online" and not self.outage.reachable(url):
+            self._go_offline(f"the server {url} does not answer")
         kwargs = dict(
             project=self.settings.project,
             entity=self.settings.entity,
@@ -149,19 +180,22 @@ class WandbMirror:
             config=self.info.config,
             dir=str(self.directory),
             reinit="create_new",
+            id=self.info.run_id(variant),
+            resume="allow",
         )
+        timeout = self.outage.init_timeout(self.settings.init_timeout)
+        before, started = set(self.directory.glob("wandb/run-*")), time.monotonic()
         try:
-            run = wandb.init(
-                mode=self.mode, settings=wandb.Settings(init_timeout=self.settings.init_timeout), **kwargs
-            )
+            run = wandb.init(mode=self.mode, settings=wandb.Settings(init_timeout=timeout), **kwargs)
         except Exception as error:  # wandb raises several types (CommError, UsageError, timeouts)
             if self.mode != "online":
                 raise
-            print(
-                f"wandb: cannot reach the server ({type(error).__name__}); logging offline instead",
-                file=sys.stderr,
-            )
-            self.mode = "offline"
+            self.outage.failed(url, time.monotonic() - started)
+            # The failed attempt leaves a run-* directory that `wandb sync .../offline-run-*` would skip
+            # and that holds nothing the offline run below does not.
+            for stray in set(self.directory.glob("wandb/run-*")) - before:
+                shutil.rmtree(stray, ignore_errors=True)
+            self._go_offline(f"cannot open a run on the server {url} ({type(error).__name__})")
             run = wandb.init(mode="offline", **kwargs)
         run.define_metric("level")
         run.define_metric("level/*", step_metric="level")
@@ -224,8 +258,11 @@ class WandbMirror:
         values = {k: v for k, v in with_sb3_names(row).items() if k != "step"}
         self._open(variant).log({"global_step": offset + step - start_step, **values})
 
-    def close(self) -> None:
-        """Finish every open run."""
+    def close(self, exit_code: int = 0) -> None:
+        """Finish every open run.
+
+        :param exit_code: the job's exit status: non-zero marks the runs failed (130/143: interrupted).
+        """
         for run in self.runs.values():
-            run.finish()
+            run.finish(exit_code=exit_code)
         self.runs.clear()

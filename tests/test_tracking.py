@@ -4,6 +4,10 @@ runs are named, tagged and carry only their task's config (read back from the of
 from __future__ import annotations
 
 import json
+import socket
+import threading
+import time
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -11,6 +15,7 @@ import torch
 from wandb_records import history_rows, of_type, offline_runs
 
 from rl_tickets.config import Config, LoggerConfig
+from rl_tickets.outage import BUDGET_S, Outage
 from rl_tickets.runner import ChainPaths
 from rl_tickets.task_sections import OTHER_TASK_KEYS
 from rl_tickets.tracking import RunInfo, WandbMirror, run_info
@@ -120,3 +125,90 @@ def test_artifacts_offline(tmp_path: Path, offline: None) -> None:
     for artifact in artifacts:
         assert "level-1" in artifact.aliases and artifact.type == "model"
         assert sorted(e.path for e in artifact.manifest.contents) == ["mask.pt", "model.zip"]
+
+
+@pytest.fixture
+def hanging_server() -> Iterator[str]:
+    """A W&B "server" on 127.0.0.1 that accepts connections and never answers (closed by the test)."""
+    server = socket.socket()
+    server.bind(("127.0.0.1", 0))
+    server.listen(64)
+    server.settimeout(0.1)  # the accept loop checks for the end of the test this often
+    accepted: list[socket.socket] = []
+    done = threading.Event()
+
+    def accept() -> None:
+        while not done.is_set():
+            try:
+                accepted.append(server.accept()[0])
+            except TimeoutError:
+                continue
+
+    thread = threading.Thread(target=accept, daemon=True)
+    thread.start()
+    try:
+        yield f"http://127.0.0.1:{server.getsockname()[1]}"
+    finally:
+        done.set()
+        thread.join(timeout=5)
+        server.close()
+        for connection in accepted:
+            connection.close()
+
+
+def test_a_hanging_server_costs_one_bounded_wait_per_process(
+    tmp_path: Path,
+    offline: None,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+    hanging_server: str,
+) -> None:
+    """Online against a server that never answers: one short probe, then every run of the process (two
+    jobs of a multirun, two variants each) goes offline at once, into ROOT/wandb/offline-run-* (where
+    `wandb sync` finds them), with no stray run-* directory."""
+    monkeypatch.setenv("WANDB_BASE_URL", hanging_server)
+    monkeypatch.setenv("WANDB_API_KEY", "x" * 40)
+    process = Outage()
+    started = time.monotonic()
+    for job in range(2):
+        info = RunInfo(group="exp", seed=job, chain_hash="abcdef123456", config={"seed": job})
+        mirror = WandbMirror(LoggerConfig(mode="online", init_timeout=15), info, tmp_path, outage=process)
+        mirror.level("ticket", {"level": 0, "variant": "ticket", "density": 1.0, "eval_return_mean": 1.0})
+        mirror.level("reinit", {"level": 1, "variant": "reinit", "density": 0.8, "eval_return_mean": 1.0})
+        mirror.close()
+        assert mirror.mode == "offline"
+    elapsed = time.monotonic() - started
+    assert elapsed < BUDGET_S, f"{elapsed:.1f}s"
+    assert process.down == {hanging_server}
+    notes = [line for line in capsys.readouterr().err.splitlines() if "does not answer" in line]
+    assert len(notes) == 2 and "wandb sync" in notes[0]  # one line per job
+    assert len(list((tmp_path / "wandb").glob("offline-run-*"))) == 4
+    assert not list((tmp_path / "wandb").glob("run-*"))
+
+
+def test_runs_have_deterministic_ids_so_two_processes_share_one_run(tmp_path: Path, offline: None) -> None:
+    """Two jobs sharing a chain (or a later extension) log a variant under the same run id (resumed)."""
+    info = RunInfo(group="exp", seed=0, chain_hash="abcdef123456")
+    log_one_level("offline", tmp_path, info)
+    time.sleep(1.1)  # offline directories are named by the second
+    log_one_level("offline", tmp_path, info)
+    ids = [run.name.rsplit("-", 4)[-4:] for run in (tmp_path / "wandb").glob("offline-run-*")]
+    assert len(ids) == 4 and len({"-".join(i) for i in ids}) == 2
+    assert info.run_id("ticket") != info.run_id("reinit")
+    assert info.run_id("ticket") != RunInfo(group="other", seed=0, chain_hash="abcdef123456").run_id("ticket")
+
+
+def test_an_empty_wandb_mode_counts_as_unset(
+    tmp_path: Path, offline: None, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("WANDB_MODE", "")
+    log_one_level("offline", tmp_path)
+    assert len(list((tmp_path / "wandb").glob("offline-run-*"))) == 2
+
+
+def test_an_interrupted_job_finishes_its_runs_with_its_exit_code(tmp_path: Path, offline: None) -> None:
+    mirror = WandbMirror(LoggerConfig(mode="offline"), RunInfo(group="exp", seed=0), tmp_path)
+    mirror.level("ticket", {"level": 0, "variant": "ticket", "density": 1.0, "eval_return_mean": 1.0})
+    mirror.close(exit_code=130)
+    ((run,),) = [of_type(records, "exit") for records in offline_runs(tmp_path)]
+    assert run.exit_code == 130
