@@ -168,6 +168,8 @@ class WandbMirror:
         url = server_url()
         if self.mode == "online" and not has_api_key():
             self._go_offline("no API key (run `wandb login` or set WANDB_API_KEY)")
+        elif self.mode == "online" and url in self.outage.down:
+            self._go_offline(f"the server {url} failed earlier in this process")
         elif self.mode == "online" and not self.outage.reachable(url):
             self._go_offline(f"the server {url} does not answer")
         kwargs = dict(
@@ -196,6 +198,12 @@ class WandbMirror:
             for stray in set(self.directory.glob("wandb/run-*")) - before:
                 shutil.rmtree(stray, ignore_errors=True)
             self._go_offline(f"cannot open a run on the server {url} ({type(error).__name__})")
+            # W&B's service keeps the failed run's id "in use". With no run open, restart the service;
+            # else (the server went down between two variants) the offline run takes a suffixed id.
+            if self.runs:
+                kwargs["id"] = f"{kwargs['id']}-offline"
+            else:
+                wandb.teardown()
             run = wandb.init(mode="offline", **kwargs)
         run.define_metric("level")
         run.define_metric("level/*", step_metric="level")

@@ -180,8 +180,9 @@ def test_a_hanging_server_costs_one_bounded_wait_per_process(
     elapsed = time.monotonic() - started
     assert elapsed < BUDGET_S, f"{elapsed:.1f}s"
     assert process.down == {hanging_server}
-    notes = [line for line in capsys.readouterr().err.splitlines() if "does not answer" in line]
-    assert len(notes) == 2 and "wandb sync" in notes[0]  # one line per job
+    notes = [line for line in capsys.readouterr().err.splitlines() if line.startswith("wandb: the server")]
+    assert len(notes) == 2 and "does not answer" in notes[0] and "wandb sync" in notes[0]  # one line per job
+    assert "failed earlier in this process" in notes[1]
     assert len(list((tmp_path / "wandb").glob("offline-run-*"))) == 4
     assert not list((tmp_path / "wandb").glob("run-*"))
 
