@@ -1,0 +1,154 @@
+"""Stopping a real ``rl-tickets`` process: Ctrl-C and SIGTERM end in one line that says what was
+interrupted, what is kept and how to resume (exit 130/143, no traceback, W&B run marked as such); the
+rerun says where it resumes; SIGKILLs at random moments lose nothing (the rerun equals a run that was
+never interrupted)."""
+
+from __future__ import annotations
+
+import os
+import random
+import re
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import torch
+from tiny import levels_without_time
+from wandb_records import of_type, offline_runs
+
+from rl_tickets.masks import load_mask
+
+TINY = [
+    "train.timesteps=1024",
+    "env.n_envs=2",
+    "algo.hyperparams.n_steps=64",
+    "algo.hyperparams.batch_size=64",
+    "algo.hyperparams.n_epochs=1",
+    "eval.episodes=1",
+    "eval.every=0",
+    "prune.levels=2",
+    "controls=[reinit]",
+]
+
+
+def environment(tmp_path: Path) -> dict[str, str]:
+    """W&B offline, its staging and cache under the test's directory."""
+    return {
+        **os.environ,
+        "WANDB_MODE": "offline",
+        "WANDB_SILENT": "true",
+        "WANDB_DATA_DIR": str(tmp_path / "wandb_data"),
+        "WANDB_CACHE_DIR": str(tmp_path / "wandb_cache"),
+    }
+
+
+def start(root: Path, *extra: str, env: dict[str, str] | None = None) -> subprocess.Popen[str]:
+    """``python -m rl_tickets root=<root> <TINY> <extra>`` in the background."""
+    return subprocess.Popen(
+        [sys.executable, "-m", "rl_tickets", f"root={root}", *TINY, *extra],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        env=env,
+    )
+
+
+def chain_dir(root: Path) -> Path:
+    """The one chain under a results root."""
+    (chain,) = root.glob("chains/*/seed_0")
+    return chain
+
+
+def masks(root: Path) -> dict[str, dict[str, torch.Tensor]]:
+    """Every finished level's mask under a root, by path relative to the root."""
+    return {str(p.relative_to(root)): load_mask(p) for p in sorted(root.glob("*/*/seed_0/level_*/*/mask.pt"))}
+
+
+@pytest.mark.parametrize(("signum", "code"), [(signal.SIGINT, 130), (signal.SIGTERM, 143)])
+def test_an_interrupt_ends_in_one_line_that_says_how_to_resume(
+    tmp_path: Path, signum: signal.Signals, code: int
+) -> None:
+    root = tmp_path / "results"
+    env = environment(tmp_path)
+    process = start(root, "logger.mode=offline", env=env)
+    deadline = time.monotonic() + 120
+    while not list(root.glob("chains/*/seed_0/levels.csv")):  # written as soon as level 0 is done
+        assert process.poll() is None and time.monotonic() < deadline, process.communicate()
+        time.sleep(0.05)
+    process.send_signal(signum)
+    out, err = process.communicate(timeout=120)
+    assert process.returncode == code, err[-2000:]
+    assert "Traceback" not in err
+    (line,) = [line for line in err.splitlines() if line.startswith("rl-tickets:")]
+    chain = chain_dir(root)
+    pattern = (
+        rf"rl-tickets: interrupted \({signum.name}\) (during level (\d) (ticket|reinit)|before level (\d)); "
+        rf"levels? 0(\.\.\d)? kept in {re.escape(str(chain))}.*; resume with: rl-tickets root={re.escape(str(root))} "
+    )
+    assert re.match(pattern, line), line
+    assert [row["level"] for row in levels_without_time(chain / "levels.csv")][:1] == ["0"]
+    # W&B records the run as interrupted, not as finished with exit code 0.
+    exits = [of_type(records, "exit") for records in offline_runs(root)]
+    assert exits and all(e and e[0].exit_code == code for e in exits)
+    if signum == signal.SIGINT:
+        again = start(root, "logger.mode=disabled", env=env)
+        out, err = again.communicate(timeout=300)
+        assert again.returncode == 0, err[-2000:]
+        assert re.search(r"^resuming at level [12] \(levels? 0(\.\.1)? done\)$", out, re.M), out
+
+
+def partials(root: Path) -> set[tuple[Path, int]]:
+    """The ``.partial`` level directories under a root, with their creation times."""
+    found = set()
+    for path in root.glob("*/*/seed_0/level_*/*.partial"):
+        try:
+            found.add((path, path.stat().st_ctime_ns))
+        except FileNotFoundError:  # renamed into place meanwhile
+            continue
+    return found
+
+
+def run_until_training(root: Path, env: dict[str, str]) -> tuple[subprocess.Popen[str], float]:
+    """Start a run; return it once it writes a level (a new ``.partial`` directory) or ends, and the time."""
+    stale = partials(root)  # a killed run's leftovers: the new run removes and recreates them
+    process = start(root, "logger.mode=disabled", env=env)
+    while process.poll() is None and not partials(root) - stale:
+        time.sleep(0.005)
+    return process, time.monotonic()
+
+
+def test_sigkills_at_random_moments_lose_nothing(tmp_path: Path) -> None:
+    """Five SIGKILLs at random moments of the training of a tiny PPO chain with a control (imports and
+    startup excluded, where a kill proves nothing), each followed by a rerun, then a rerun to the end:
+    levels.csv (times aside) and every mask equal an uninterrupted run's."""
+    env = environment(tmp_path)
+    reference = tmp_path / "reference"
+    whole, began = run_until_training(reference, env)
+    _, err = whole.communicate(timeout=300)
+    assert whole.returncode == 0, err[-2000:]
+    training = time.monotonic() - began
+
+    root = tmp_path / "killed"
+    moments = random.Random(0)
+    for _ in range(5):
+        process, _ = run_until_training(root, env)
+        time.sleep(
+            moments.uniform(0.02, 0.3) * training
+        )  # within about a level: each run gets a little further
+        process.kill()
+        process.communicate()
+    final = start(root, "logger.mode=disabled", env=env)
+    _, err = final.communicate(timeout=300)
+    assert final.returncode == 0, err[-2000:]
+
+    assert not list(root.rglob("*.partial")) and not list(root.rglob("*.corrupt-*"))
+    ours, theirs = chain_dir(root), chain_dir(reference)
+    assert ours.relative_to(root) == theirs.relative_to(reference)
+    assert levels_without_time(ours / "levels.csv") == levels_without_time(theirs / "levels.csv")
+    assert (ours / "layers.csv").read_text() == (theirs / "layers.csv").read_text()
+    mine, expected = masks(root), masks(reference)
+    assert mine.keys() == expected.keys() and len(mine) == 5  # dense + 2 levels x (ticket, reinit)
+    assert all(torch.equal(mine[k][n], expected[k][n]) for k in mine for n in mine[k])
