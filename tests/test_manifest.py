@@ -179,3 +179,15 @@ def test_the_report_warns_and_skips_only_what_is_damaged(
         and not ((chain.layers["level"] == 2) & (chain.layers["variant"] == "ticket")).any()
     )
     assert mask_levels(chain) == [1]
+
+
+def test_export_refuses_a_damaged_level(reference: Path, tmp_path: Path) -> None:
+    from rl_tickets.export import ExportError
+    from rl_tickets.export.level import read_level
+
+    shutil.copytree(reference, tmp_path, dirs_exist_ok=True)
+    level = ChainPaths.of(tiny_cfg(tmp_path, levels=2, controls=["reinit"])).level(1, "ticket")
+    assert read_level(level).algo == "ppo"
+    damage(level / "model.zip", "edit")
+    with pytest.raises(ExportError, match="failed verification: model.zip changed"):
+        read_level(level)

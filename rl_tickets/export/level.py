@@ -12,6 +12,7 @@ from stable_baselines3.common.base_class import BaseAlgorithm
 from stable_baselines3.common.policies import BasePolicy
 from stable_baselines3.common.save_util import load_from_zip_file
 
+from rl_tickets.manifest import problem
 from rl_tickets.runner import COMPLETE, is_complete
 from rl_tickets.trainers.sb3 import ALGOS, sidecar
 
@@ -110,6 +111,8 @@ def read_level(level_dir: Path) -> Level:
         raise ExportError(f"{level_dir} is not a level directory (expected .../level_NN/<variant>)")
     if not is_complete(level_dir):
         raise ExportError(f"{level_dir} is not a finished level (no {COMPLETE} marker)")
+    if (damage := problem(level_dir)) is not None:
+        raise ExportError(f"{level_dir} failed verification: {damage}; rerun its chain to train it again")
     identity = _identity(level_dir)
     if identity.get("task", "rl") != "rl":
         raise ExportError(f"{level_dir} is a {identity['task']} level; only RL agents are exported")
