@@ -13,6 +13,7 @@ from __future__ import annotations
 import importlib
 import multiprocessing
 import queue
+import signal
 import threading
 from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import FIRST_COMPLETED, Future, ProcessPoolExecutor, wait
@@ -54,6 +55,9 @@ def threads_per_worker(requested: int, available: int, workers: int) -> int:
 
 def _start_worker(threads: int, modules: Sequence[str]) -> None:
     """Worker initializer: pin torch's threads and import the heavy modules once, up front."""
+    # Ctrl-C reaches the whole process group: the parent alone handles it (it stops the workers), so
+    # idle workers print no KeyboardInterrupt traceback.
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
     torch.set_num_threads(threads)
     for name in modules:
         importlib.import_module(name)
@@ -115,6 +119,9 @@ class WorkerPool:
     def __exit__(
         self, kind: type[BaseException] | None, error: BaseException | None, trace: TracebackType | None
     ) -> None:
+        if kind is not None and not issubclass(kind, Exception):  # Ctrl-C, SIGTERM: stop the levels now
+            for process in list((getattr(self._executor, "_processes", None) or {}).values()):
+                process.terminate()  # a level cut short is only a .partial: the rerun trains it again
         self._executor.shutdown(wait=True, cancel_futures=True)
         self._manager.shutdown()
 
