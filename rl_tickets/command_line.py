@@ -73,6 +73,8 @@ def check(argv: Sequence[str]) -> None:
     check_root(roots[-1] if roots else Config().root)
     known = group_options(PRESETS)
     for value in values_of(argv, PRESETS):
+        if "(" in value:  # a sweep function (glob(...), choice(...)): Hydra expands and checks it
+            continue
         for preset in value.split(","):  # a multirun sweeps presets with a comma
             if preset not in known and preset != "null":
                 raise ConfigError(f"experiment={preset} is not a preset; choose one of: {', '.join(known)}")

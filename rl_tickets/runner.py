@@ -39,7 +39,7 @@ import torch
 
 from rl_tickets.config import CHOICES, Config, ConfigError, display_name
 from rl_tickets.identity import chain_identity, dense_identity, digest
-from rl_tickets.manifest import Verifier, upstream_key, write_complete
+from rl_tickets.manifest import MARKER, Verifier, upstream_key, write_complete
 from rl_tickets.masks import Mask, dense_mask, layer_densities, load_mask, save_mask
 from rl_tickets.parallel import Key, Task, WorkerPool, threads_per_worker
 from rl_tickets.pruning import PruneSpec, next_mask, prunable
@@ -49,7 +49,7 @@ from rl_tickets.timing import TIME_KEYS, Stopwatch, steps_per_second
 from rl_tickets.trainers import LevelOutcome, LevelPlan, Trainer, bisect_scale
 from rl_tickets.trainers.sb3 import seed_for
 
-COMPLETE = "COMPLETE"
+COMPLETE = MARKER  # a finished level's marker: the manifest of its files (rl_tickets.manifest)
 TICKET = "ticket"
 TRANSFER = "transfer"
 VARIANT_ORDER = (TICKET, *CHOICES["controls"], TRANSFER, "gradual")
