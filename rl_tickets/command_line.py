@@ -26,6 +26,8 @@ from rl_tickets.preflight import check_root
 
 MERGED = ("prune.overrides",)  # dict-typed keys whose command-line value merges into the preset's
 PRESETS = "experiment"
+# Hydra flags that only show something: they need no writable root.
+INSPECTING = {"--help", "-h", "--hydra-help", "--cfg", "-c", "--info", "-i", "--shell-completion", "-sc"}
 # Lines of Hydra's messages that are noise in one line (or advice that does not apply here).
 DROPPED = ("full_key:", "object_type=", "reference_type=", "provider=", "Set the environment", "To append to")
 
@@ -70,7 +72,8 @@ def check(argv: Sequence[str]) -> None:
     :param argv: the arguments after the program name.
     """
     roots = values_of(argv, "root")
-    check_root(roots[-1] if roots else Config().root)
+    if not INSPECTING.intersection(argv):  # --help, --cfg ... write nothing
+        check_root(roots[-1] if roots else Config().root)
     known = group_options(PRESETS)
     for value in values_of(argv, PRESETS):
         if "(" in value:  # a sweep function (glob(...), choice(...)): Hydra expands and checks it
