@@ -39,7 +39,7 @@ import torch
 
 from rl_tickets.config import CHOICES, Config, ConfigError, display_name
 from rl_tickets.identity import chain_identity, dense_identity, digest
-from rl_tickets.manifest import MARKER, Verifier, upstream_key, write_complete
+from rl_tickets.manifest import MARKER, Verifier, marker_digest, upstream_key, write_complete
 from rl_tickets.masks import Mask, dense_mask, layer_densities, load_mask, save_mask
 from rl_tickets.parallel import Key, Task, WorkerPool, threads_per_worker
 from rl_tickets.pruning import PruneSpec, next_mask, prunable
@@ -247,8 +247,9 @@ class Runner:
     def tasks(self) -> list[Task]:
         """Every (level, variant) after the dense level, in serial order, with what each needs first.
 
-        The ticket at L needs the ticket at L-1; every other variant at L needs the ticket's mask at L
-        and, so that its curves and W&B steps stay in order, its own level L-1.
+        The ticket at L needs the ticket at L-1. Every other variant at L needs only the ticket's *mask*
+        at L, which the trained ticket at L-1 decides (:meth:`_mask_of_ticket`), so it can train beside
+        the ticket at L; and, so that its curves and W&B steps stay in order, its own level L-1.
         """
         cfg = self.cfg
         if cfg.prune.schedule == "gradual":  # one run (level 1); prune.levels=0 trains only the dense net
@@ -259,7 +260,7 @@ class Runner:
             tasks.append(Task(ticket, after=((level - 1, TICKET),)))
             transfer = [TRANSFER] if cfg.transfer_from and self._transfer_mask_path(level).exists() else []
             for variant in [*cfg.controls, *transfer]:
-                tasks.append(Task((level, variant), after=(ticket, (level - 1, variant))))
+                tasks.append(Task((level, variant), after=((level - 1, TICKET), (level - 1, variant))))
         return tasks
 
     def needs_training(self, level: int, variant: str) -> bool:
@@ -320,6 +321,8 @@ class Runner:
 
     def _report(self, level: int, variant: str, trained: bool) -> None:
         """Send a level's row to the mirrors (when just trained) and to the progress callback."""
+        for other in self._variants_at(level) if variant == TICKET else [variant]:
+            self._link_upstream(level, other)
         row = self._row(level, variant)
         if trained:
             self.write_tables()  # current after every level: an interrupted chain keeps its tables
@@ -351,6 +354,28 @@ class Runner:
 
         job = partial(train_in_worker, self.cfg, self.trainer_factory)
         pool.run(todo, job, on_message=forward, on_done=lambda key, trained: self._report(*key, trained))
+
+    def _variants_at(self, level: int) -> list[str]:
+        """The finished non-ticket variants of a level (directories with a marker)."""
+        base = self.paths.level(level, TICKET).parent
+        return [d.name for d in base.glob("*") if d.name != TICKET and "." not in d.name and is_complete(d)]
+
+    def _link_upstream(self, level: int, variant: str) -> None:
+        """Record the ticket's marker in a control that finished before its ticket did.
+
+        A control at L trains from the ticket's mask at L, known once the ticket at L-1 is done, so with
+        ``workers`` it may finish first; its manifest then names no upstream (the ticket had no marker
+        yet). Once both are finished, the ticket's marker digest is written in (atomically), so a
+        later retrained ticket makes the control stale exactly as in a serial run.
+        """
+        directory, upstream = self.paths.level(level, variant), self._upstream(level, variant)
+        if upstream is None or not is_complete(directory) or not is_complete(upstream):
+            return
+        record = json.loads((directory / MARKER).read_text() or "{}")
+        if record.get("version") is None or record.get("upstream") is not None:
+            return  # a legacy empty marker, or already linked
+        record["upstream"] = marker_digest(upstream)
+        _write_atomic(directory / MARKER, json.dumps(record, indent=1, sort_keys=True))
 
     def _level(self, level: int, variant: str, make_plan: Callable[[int], LevelPlan]) -> None:
         """Train one level of one variant; write it atomically."""
@@ -497,9 +522,16 @@ class Runner:
         plan.mask = self._ticket_mask(level)
         return plan
 
+    def _mask_of_ticket(self, level: int) -> Mask:
+        """The ticket's mask at ``level``: read back from the finished ticket, or, while the ticket at
+        ``level`` is still training (``workers``), computed as it computes it (from the ticket at
+        ``level - 1``, deterministically), so the controls need not wait for its training."""
+        finished = self.paths.level(level, TICKET)
+        return load_mask(finished / "mask.pt") if is_complete(finished) else self._ticket_mask(level)
+
     def _control_plan(self, level: int, control: str) -> LevelPlan:
-        """A control against the ticket's own mask at this level (read back from disk)."""
-        ticket_mask = load_mask(self.paths.level(level, TICKET) / "mask.pt")
+        """A control against the ticket's own mask at this level."""
+        ticket_mask = self._mask_of_ticket(level)
         control_seed = seed_for(self.cfg.seed, level, control)
         if control in ARCHITECTURE_CONTROLS:
             kept = sum(int(m.sum()) for m in self._counted(ticket_mask).values())
@@ -538,7 +570,7 @@ class Runner:
         watch = Stopwatch()
         started = watch.clock()
         with watch.section("prune"):
-            ticket_mask = load_mask(self.paths.level(level, TICKET) / "mask.pt")
+            ticket_mask = self._mask_of_ticket(level)
             start_checkpoint = self._ticket_base(level).start
             assert start_checkpoint is not None
             start = self.trainer.load_params(start_checkpoint)

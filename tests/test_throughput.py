@@ -17,6 +17,7 @@ from tiny import levels_without_time, tiny_config
 from torch import nn
 
 from rl_tickets.config import Config, PruneConfig, RewindConfig
+from rl_tickets.manifest import marker_digest
 from rl_tickets.masks import attach_masks, enforce_after_steps, load_mask, set_masks
 from rl_tickets.parallel import Task, WorkerPool, threads_per_worker
 from rl_tickets.runner import ChainPaths, Mirror, Runner, default_trainer
@@ -115,15 +116,22 @@ def test_two_workers_give_the_results_of_one(tmp_path: Path) -> None:
     mirror = Rows()
     with mock.patch.object(WorkerPool, "run", autospec=True, side_effect=WorkerPool.run) as run:
         Runner(parallel, default_trainer(parallel), [mirror]).run()
-    # Every pruned level's variants went through the pool, tickets first among those ready.
-    tasks = run.call_args.args[1]
-    assert [t.key for t in tasks][:2] == [(1, "ticket"), (2, "ticket")] and len(tasks) == 6
+    # Every pruned level's variants went through the pool, tickets first among those ready; a control
+    # at L waits only for the ticket at L-1 (which decides the mask at L), so it trains beside the ticket at L.
+    tasks = {t.key: t.after for t in run.call_args.args[1]}
+    assert list(tasks)[:2] == [(1, "ticket"), (2, "ticket")] and len(tasks) == 6
+    assert tasks[(2, "reinit")] == ((1, "ticket"), (1, "reinit"))
     ours, theirs = ChainPaths.of(parallel), ChainPaths.of(serial)
     assert levels_without_time(ours.chain / "levels.csv") == levels_without_time(theirs.chain / "levels.csv")
     assert len(levels_without_time(ours.chain / "levels.csv")) == 7  # dense + 2 levels x 3 variants
     for level in range(3):
         for variant in ("ticket", "reinit", "random_mask") if level else ("ticket",):
             mine, reference = ours.level(level, variant), theirs.level(level, variant)
+            if level:  # a control that finished before its ticket still names the ticket as upstream
+                upstream = json.loads((mine / "COMPLETE").read_text())["upstream"]
+                assert upstream == marker_digest(
+                    ours.level(level if variant != "ticket" else level - 1, "ticket")
+                )
             mask, expected = load_mask(mine / "mask.pt"), load_mask(reference / "mask.pt")
             assert mask.keys() == expected.keys()
             assert all(torch.equal(mask[n], expected[n]) for n in mask), (level, variant)
