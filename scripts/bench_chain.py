@@ -19,7 +19,7 @@ Exit status: 0 both bars met; 1 workers=2 gave other results than workers=1; 3 a
 
 Examples::
 
-    python scripts/bench_chain.py                    # the README's numbers (about 35 min on 2 cores)
+    python scripts/bench_chain.py                    # the README's numbers (about 16 min on 2 cores)
     python scripts/bench_chain.py --quick            # tiny budgets, one round each: a smoke test
     python scripts/bench_chain.py --pairs 5 --chain-rounds 2 --out bench_chain.json
 """
