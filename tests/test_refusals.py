@@ -163,7 +163,7 @@ def test_prune_overrides_as_the_readme_writes_it_merges_into_the_presets(
     ]
     for preset, expected in [
         ([], "  overrides:\n    action_net: 0.1\n"),
-        (["experiment=yu2020_ppo"], "    action_net: 0.1\n"),
+        (["experiment=lth_lenet_mnist5k"], "    action_net: 0.1\n"),
     ]:
         monkeypatch.setattr(
             sys, "argv", ["rl-tickets", *preset, "prune.overrides={action_net: 0.1}", "--cfg", "job"]
@@ -173,7 +173,7 @@ def test_prune_overrides_as_the_readme_writes_it_merges_into_the_presets(
         shown = capsys.readouterr().out
         assert expected in shown
         if preset:  # the preset's own pattern stays beside the new one
-            assert "^action_net\\.: 0.2" in shown
+            assert "^classifier\\.4\\.weight$: 0.1" in shown
 
 
 class _no_exit:
