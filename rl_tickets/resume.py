@@ -14,9 +14,7 @@ from collections.abc import Sequence
 
 from rl_tickets.config import Config
 from rl_tickets.identity import chain_identity
-from rl_tickets.runner import TICKET, ChainPaths, is_complete
-
-PARTIAL = ".partial"
+from rl_tickets.runner import PARTIAL, TICKET, ChainPaths, is_complete
 
 
 def level_variants(cfg: Config, level: int) -> list[str]:

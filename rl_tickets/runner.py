@@ -49,6 +49,9 @@ from rl_tickets.timing import TIME_KEYS, Stopwatch, steps_per_second
 from rl_tickets.trainers import LevelOutcome, LevelPlan, Trainer, bisect_scale
 from rl_tickets.trainers.sb3 import seed_for
 
+# Suffix of a level directory being written (renamed to the level when complete).
+PARTIAL = ".partial"
+
 COMPLETE = MARKER  # a finished level's marker: the manifest of its files (rl_tickets.manifest)
 TICKET = "ticket"
 TRANSFER = "transfer"
@@ -139,6 +142,17 @@ def identity_changes(recorded: dict[str, Any], wanted: dict[str, Any]) -> str:
         k: [json.dumps(side[k]) if k in side else "the default" for side in (recorded, wanted)] for k in keys
     }
     return "; ".join(f"{k}: recorded {old}, now {new}" for k, (old, new) in shown.items())
+
+
+def fresh_partial(final: Path) -> Path:
+    """An empty ``<level>.partial`` directory beside ``final``, where a level is written before it is moved in.
+
+    :param final: the level's final directory.
+    """
+    partial_dir = final.with_name(final.name + PARTIAL)
+    shutil.rmtree(partial_dir, ignore_errors=True)
+    partial_dir.mkdir(parents=True)
+    return partial_dir
 
 
 def _temporary(path: Path) -> Path:
@@ -380,9 +394,7 @@ class Runner:
     def _level(self, level: int, variant: str, make_plan: Callable[[int], LevelPlan]) -> None:
         """Train one level of one variant; write it atomically."""
         final = self.paths.level(level, variant)
-        partial_dir = final.with_name(final.name + ".partial")
-        shutil.rmtree(partial_dir, ignore_errors=True)
-        partial_dir.mkdir(parents=True)
+        partial_dir = fresh_partial(final)
         watch = Stopwatch()
         started = watch.clock()
         with watch.section("prune"):
@@ -595,9 +607,7 @@ class Runner:
         plan = LevelPlan(
             start=start_checkpoint, steps=0, mask=mask, seed=seed_for(self.cfg.seed, level, variant)
         )
-        partial_dir = final.with_name(final.name + ".partial")
-        shutil.rmtree(partial_dir, ignore_errors=True)
-        partial_dir.mkdir(parents=True)
+        partial_dir = fresh_partial(final)
         with watch.section("save"):
             save_mask(mask, partial_dir / "mask.pt")
         self._finish(partial_dir, final, level, variant, plan, outcome, mask, watch, watch.clock() - started)
