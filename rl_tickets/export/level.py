@@ -14,6 +14,7 @@ from stable_baselines3.common.save_util import load_from_zip_file
 
 from rl_tickets.manifest import problem
 from rl_tickets.runner import COMPLETE, is_complete
+from rl_tickets.policies import POLICIES
 from rl_tickets.trainers.sb3 import ALGOS, sidecar
 
 
@@ -122,7 +123,9 @@ def read_level(level_dir: Path) -> Level:
     checkpoint = level_dir / "model.zip"
     if not checkpoint.exists():
         raise ExportError(f"{level_dir} has no model.zip")
-    data, params, variables = load_from_zip_file(checkpoint, device="cpu")
+    # The policy class comes from the algorithm, not from the pickled module path in the zip.
+    policy = {"policy_class": POLICIES[algo]}
+    data, params, variables = load_from_zip_file(checkpoint, device="cpu", custom_objects=policy)
     assert data is not None
     params = {k: {n: t.cpu() for n, t in v.items()} if k == "policy" else v for k, v in params.items()}
     return Level(level_dir, algo, str(identity.get("env.id", "")), data, params, variables or {})

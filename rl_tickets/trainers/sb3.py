@@ -373,7 +373,10 @@ class SB3Trainer:
     def _load(self, plan: LevelPlan, env: VecEnv) -> BaseAlgorithm:
         """Load the plan's checkpoint and restore exactly what the plan says."""
         assert plan.start is not None
-        model = self.cls.load(plan.start, env=env, device=self.device)  # env given: forces a reset
+        # The policy class is supplied, not unpickled by its recorded module path, so checkpoints
+        # keep loading when the policies module moves.
+        policy = {"policy_class": POLICIES[self.algo.name]}
+        model = self.cls.load(plan.start, env=env, device=self.device, custom_objects=policy)  # env: a reset
         model.set_random_seed(plan.seed)
         if plan.start_step is not None:
             model.num_timesteps = plan.start_step
