@@ -21,13 +21,13 @@ from hydra.types import RunMode
 from omegaconf import DictConfig, OmegaConf
 from omegaconf.errors import OmegaConfBaseException
 
-from rl_tickets import command_line
-from rl_tickets.cli_help import register_help_resolvers
+from rl_tickets.cli import command_line
+from rl_tickets.cli.help import register_help_resolvers
+from rl_tickets.cli.job import UserError, run_job
+from rl_tickets.cli.preflight import unknown_keys
+from rl_tickets.cli.resume import interrupted_line
+from rl_tickets.cli.stops import Interrupted, exit_code, os_error_line, signal_name, sigterm_interrupts
 from rl_tickets.config import Config, ConfigError, register_schemas
-from rl_tickets.job import UserError, run_job
-from rl_tickets.preflight import unknown_keys
-from rl_tickets.resume import interrupted_line
-from rl_tickets.stops import Interrupted, exit_code, os_error_line, signal_name, sigterm_interrupts
 
 
 def _remove_hydra_dir(root: Path) -> None:

@@ -23,12 +23,12 @@ import torch
 from stable_baselines3.common.base_class import BaseAlgorithm
 
 from rl_tickets.config import ConfigError, EnvConfig
-from rl_tickets.envs import FEATURE_EXTRACTORS, make_env
 from rl_tickets.export import export_level
-from rl_tickets.masks import dense_mask, online_weights, read_mask, save_mask, set_masks
-from rl_tickets.policies import POLICIES
-from rl_tickets.pruning import PruneSpec, next_mask
-from rl_tickets.trainers.sb3 import ALGOS, save_state
+from rl_tickets.rl.envs import FEATURE_EXTRACTORS, make_env
+from rl_tickets.rl.policies import POLICIES
+from rl_tickets.rl.trainer import ALGOS, save_state
+from rl_tickets.sparsity.masks import dense_mask, online_weights, read_mask, save_mask, set_masks
+from rl_tickets.sparsity.pruning import PruneSpec, next_mask
 
 CARTPOLE = EnvConfig(name="cartpole", id="CartPole-v1")
 MINATAR = EnvConfig(name="minatar_breakout", id="MinAtar/Breakout-v1", wrapper="channels_first_float")

@@ -38,10 +38,10 @@ from stable_baselines3 import DQN, PPO, SAC
 from stable_baselines3.common.base_class import BaseAlgorithm
 from stable_baselines3.common.env_util import make_vec_env
 
-from rl_tickets.masks import Mask, dense_mask, density, is_target, online_name, read_mask, set_masks
-from rl_tickets.policies import POLICIES
-from rl_tickets.pruning import PruneSpec, next_mask
-from rl_tickets.trainers.sb3 import ACTIVATIONS, to_schedule
+from rl_tickets.rl.policies import POLICIES
+from rl_tickets.rl.trainer import ACTIVATIONS, to_schedule
+from rl_tickets.sparsity.masks import Mask, dense_mask, density, is_target, online_name, read_mask, set_masks
+from rl_tickets.sparsity.pruning import PruneSpec, next_mask
 
 ALGOS: dict[str, type[BaseAlgorithm]] = {"ppo": PPO, "dqn": DQN, "sac": SAC}
 # Target networks each algorithm must have (their weights are checked against the online mask).

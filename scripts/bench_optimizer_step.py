@@ -1,4 +1,4 @@
-"""Micro-benchmarks behind two design choices in rl_tickets/masks.py.
+"""Micro-benchmarks behind two design choices in rl_tickets/sparsity/masks.py.
 
 1. CPU ``sqrt`` on a 256x256 tensor that is 75% exact zeros vs a dense one: why the mask enforcer floors
    exact-zero Adam/RMSprop second moments (a sparse net leaves many of them exactly 0).
@@ -16,8 +16,8 @@ from collections.abc import Callable
 import torch
 from stable_baselines3 import DQN
 
-from rl_tickets.masks import online_weights, set_masks
-from rl_tickets.policies import POLICIES
+from rl_tickets.rl.policies import POLICIES
+from rl_tickets.sparsity.masks import online_weights, set_masks
 
 
 def microseconds(call: Callable[[], object], repeats: int) -> float:

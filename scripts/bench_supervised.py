@@ -42,11 +42,11 @@ import torch
 import torch.nn.functional as F
 
 from rl_tickets.config import DataConfig, EvalConfig, ModelConfig, TrainConfig
-from rl_tickets.data import Dataset, Split, load_dataset
-from rl_tickets.masks import Mask
-from rl_tickets.models import build_model
-from rl_tickets.trainers import LevelPlan
-from rl_tickets.trainers.supervised import SupervisedTrainer
+from rl_tickets.level import LevelPlan
+from rl_tickets.sparsity.masks import Mask
+from rl_tickets.supervised.data import Dataset, Split, load_dataset
+from rl_tickets.supervised.models import build_model
+from rl_tickets.supervised.trainer import SupervisedTrainer
 
 BAR = 0.95
 Clock = Callable[[], float]
@@ -113,7 +113,7 @@ def trainer_run(
     with tempfile.TemporaryDirectory() as out, contextlib.ExitStack() as stack:
         if not hook:
             stack.enter_context(
-                mock.patch("rl_tickets.trainers.supervised.enforce_after_steps", lambda *a, **k: None)
+                mock.patch("rl_tickets.supervised.trainer.enforce_after_steps", lambda *a, **k: None)
             )
         started = trainer.clock()
         outcome = trainer.train(LevelPlan(start=None, steps=iterations, mask=mask, seed=0), Path(out))

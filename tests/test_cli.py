@@ -13,7 +13,7 @@ import torch
 from stable_baselines3 import PPO
 
 from rl_tickets.__main__ import main
-from rl_tickets.masks import load_mask
+from rl_tickets.sparsity.masks import load_mask
 
 TINY_PPO = [
     "train.timesteps=2048",

@@ -23,6 +23,7 @@ from stable_baselines3.common.base_class import BaseAlgorithm
 from stable_baselines3.common.save_util import load_from_zip_file
 from tiny import tiny_config
 
+from rl_tickets.chain.runner import COMPLETE, ChainPaths, Runner
 from rl_tickets.config import (
     Config,
     ConfigError,
@@ -30,12 +31,11 @@ from rl_tickets.config import (
     RetrainConfig,
     RewindConfig,
 )
-from rl_tickets.gradual import GradualSchedule, target_density
-from rl_tickets.masks import Mask, is_target, load_mask, online_name, read_mask
-from rl_tickets.pruning import erk_densities, next_mask
-from rl_tickets.runner import COMPLETE, ChainPaths, Runner
-from rl_tickets.trainers import CurveSink, LevelOutcome, LevelPlan
-from rl_tickets.trainers.sb3 import SB3Trainer, seed_for
+from rl_tickets.level import CurveSink, LevelOutcome, LevelPlan
+from rl_tickets.rl.trainer import SB3Trainer, seed_for
+from rl_tickets.sparsity.gradual import GradualSchedule, target_density
+from rl_tickets.sparsity.masks import Mask, is_target, load_mask, online_name, read_mask
+from rl_tickets.sparsity.pruning import erk_densities, next_mask
 
 BUDGET, K = 512, 128
 PPO_ROLLOUT = 64 * 2  # n_steps * n_envs

@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 import torch
 
-from rl_tickets.data import (
+from rl_tickets.supervised.data import (
     DATASETS,
     Dataset,
     MissingDataError,
@@ -20,7 +20,7 @@ from rl_tickets.data import (
     stratified_split,
     torchvision_install_hint,
 )
-from rl_tickets.models import build_model
+from rl_tickets.supervised.models import build_model
 
 # ------------------------------------------------------------------------------ file writers
 

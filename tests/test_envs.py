@@ -10,6 +10,7 @@ import pytest
 import torch
 from stable_baselines3 import DQN
 
+from rl_tickets.chain.runner import Runner
 from rl_tickets.config import (
     AlgoConfig,
     Config,
@@ -21,10 +22,9 @@ from rl_tickets.config import (
     TrainConfig,
     validate,
 )
-from rl_tickets.envs import make_single
-from rl_tickets.masks import load_mask
-from rl_tickets.runner import Runner
-from rl_tickets.trainers.sb3 import SB3Trainer, seed_for
+from rl_tickets.rl.envs import make_single
+from rl_tickets.rl.trainer import SB3Trainer, seed_for
+from rl_tickets.sparsity.masks import load_mask
 
 
 def test_minatar_observations_are_channels_first_floats() -> None:

@@ -13,10 +13,10 @@ import pytest
 from stable_baselines3 import PPO
 from tiny import tiny_config
 
+from rl_tickets.chain.runner import ChainPaths, Runner, default_trainer
 from rl_tickets.config import Config, EnvConfig, EvalConfig, PruneConfig, RewindConfig
-from rl_tickets.envs import make_env
-from rl_tickets.runner import ChainPaths, Runner, default_trainer
-from rl_tickets.trainers.evaluation import EVALUATIONS_FILE, run_episodes
+from rl_tickets.rl.envs import make_env
+from rl_tickets.rl.evaluation import EVALUATIONS_FILE, run_episodes
 
 HYPERPARAMS = {"n_steps": 64, "batch_size": 32, "n_epochs": 1}
 

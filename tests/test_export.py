@@ -23,8 +23,8 @@ from stable_baselines3.common.env_util import make_vec_env
 from stable_baselines3.common.vec_env import VecNormalize
 from tiny import tiny_config
 
+from rl_tickets.chain.runner import Runner
 from rl_tickets.config import EnvConfig, PruneConfig, RewindConfig
-from rl_tickets.envs import MinAtarCNN, make_env
 from rl_tickets.export import ExportError, export_level
 from rl_tickets.export.cli import main
 from rl_tickets.export.compact import head_outputs
@@ -32,10 +32,10 @@ from rl_tickets.export.level import plain_state
 from rl_tickets.export.measure import observations, unit_actions
 from rl_tickets.export.plain import zip_mentions_package
 from rl_tickets.export.sparse import dense_state, load_sparse
-from rl_tickets.masks import Mask, read_mask, save_mask, set_masks
-from rl_tickets.policies import POLICIES
-from rl_tickets.runner import Runner
-from rl_tickets.trainers.sb3 import ALGOS, SB3Trainer, save_state, seed_for, sidecar
+from rl_tickets.rl.envs import MinAtarCNN, make_env
+from rl_tickets.rl.policies import POLICIES
+from rl_tickets.rl.trainer import ALGOS, SB3Trainer, save_state, seed_for, sidecar
+from rl_tickets.sparsity.masks import Mask, read_mask, save_mask, set_masks
 
 REPO = Path(__file__).resolve().parents[1]
 ENVS = {

@@ -19,7 +19,7 @@ import torch
 from tiny import levels_without_time
 from wandb_records import of_type, offline_runs
 
-from rl_tickets.masks import load_mask
+from rl_tickets.sparsity.masks import load_mask
 
 TINY = [
     "train.timesteps=1024",

@@ -14,9 +14,9 @@ import torch
 from test_runner import Killed, all_masks, spy, tiny_cfg, tree
 from tiny import levels_without_time
 
+from rl_tickets.chain.manifest import MARKER, REJECTED, problem, write_complete
+from rl_tickets.chain.runner import ChainPaths, Runner
 from rl_tickets.config import ConfigError
-from rl_tickets.manifest import MARKER, REJECTED, problem, write_complete
-from rl_tickets.runner import ChainPaths, Runner
 
 EVERYTHING = [(0, "ticket"), (1, "ticket"), (1, "reinit"), (2, "ticket"), (2, "reinit")]
 
@@ -88,7 +88,7 @@ def test_a_damaged_level_is_moved_aside_and_retrained_with_what_depends_on_it(
     damage(damaged / name, how)
 
     rerun = spy(cfg)
-    with caplog.at_level(logging.WARNING, logger="rl_tickets.manifest"):
+    with caplog.at_level(logging.WARNING, logger="rl_tickets.chain.manifest"):
         Runner(cfg, rerun).run()
     assert rerun.calls == retrained
     # One line per level moved aside: the damaged one, then each level built on it (stale).

@@ -27,8 +27,9 @@ from stable_baselines3.common.base_class import BaseAlgorithm
 from torch import nn
 from torch.nn.utils import prune as torch_prune
 
-from rl_tickets.envs import MinAtarCNN
-from rl_tickets.masks import (
+from rl_tickets.rl.envs import MinAtarCNN
+from rl_tickets.rl.policies import POLICIES, policy_optimizers
+from rl_tickets.sparsity.masks import (
     density,
     is_target,
     online_name,
@@ -36,8 +37,7 @@ from rl_tickets.masks import (
     read_mask,
     set_masks,
 )
-from rl_tickets.policies import POLICIES, policy_optimizers
-from rl_tickets.pruning import PruneSpec, next_mask
+from rl_tickets.sparsity.pruning import PruneSpec, next_mask
 
 torch.set_num_threads(1)  # tiny networks on a shared 2-core machine: one thread is fastest
 
@@ -433,7 +433,7 @@ def test_save_load_in_a_fresh_process_keeps_masks_and_zeros(
 ) -> None:
     record = reloaded[algo]
     saved, mask, report = record["state"], record["mask"], record["report"]
-    assert report["module"] == "rl_tickets.policies"
+    assert report["module"] == "rl_tickets.rl.policies"
     loaded = torch.load(Path(str(record["out"]) + ".loaded.pt"), weights_only=True)
     # Identical state, mask buffers included (online and target), hence identical exact zeros.
     assert loaded.keys() == saved.keys()

@@ -7,7 +7,7 @@ import pytest
 import torch
 from torch import nn
 
-from rl_tickets.models import (
+from rl_tickets.supervised.models import (
     CONV_PATTERN,
     FC_PATTERN,
     MODELS,

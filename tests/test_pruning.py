@@ -9,9 +9,9 @@ from dataclasses import replace
 import pytest
 import torch
 
-from rl_tickets.gradual import GradualSchedule, target_density
-from rl_tickets.masks import Mask, density
-from rl_tickets.pruning import PruneSpec, erk_densities, next_mask, prunable
+from rl_tickets.sparsity.gradual import GradualSchedule, target_density
+from rl_tickets.sparsity.masks import Mask, density
+from rl_tickets.sparsity.pruning import PruneSpec, erk_densities, next_mask, prunable
 
 SHAPES = {
     "mlp_extractor.policy_net.0.weight": (64, 4),

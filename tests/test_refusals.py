@@ -13,9 +13,9 @@ from types import SimpleNamespace
 import pytest
 import torch
 
-from rl_tickets import command_line, preflight
 from rl_tickets.__main__ import main
-from rl_tickets.stops import os_error_line
+from rl_tickets.cli import command_line, preflight
+from rl_tickets.cli.stops import os_error_line
 
 TINY = ["logger.mode=disabled", "train.timesteps=512", "eval.episodes=1"]
 
@@ -139,7 +139,7 @@ def test_a_full_disk_mid_run_is_one_line_and_leaves_nothing_marked_complete(
     tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """ENOSPC while a level is saved: one line, exit 2, and the level stays a .partial (a rerun retrains it)."""
-    from rl_tickets import runner
+    from rl_tickets.chain import runner
 
     def full(*args: object, **kwargs: object) -> None:
         raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC), "mask.pt")

@@ -17,7 +17,9 @@ import torch
 from stable_baselines3 import PPO
 from tiny import levels_without_time, tiny_config
 
-from rl_tickets import identity
+from rl_tickets.chain import identity
+from rl_tickets.chain.identity import chain_identity, dense_identity, digest
+from rl_tickets.chain.runner import COMPLETE, ChainPaths, Runner
 from rl_tickets.config import (
     AlgoConfig,
     Config,
@@ -30,11 +32,9 @@ from rl_tickets.config import (
     RewindConfig,
     TrainConfig,
 )
-from rl_tickets.identity import chain_identity, dense_identity, digest
-from rl_tickets.masks import load_mask
-from rl_tickets.runner import COMPLETE, ChainPaths, Runner
-from rl_tickets.trainers import CurveSink, LevelOutcome, LevelPlan
-from rl_tickets.trainers.sb3 import SB3Trainer, seed_for
+from rl_tickets.level import CurveSink, LevelOutcome, LevelPlan
+from rl_tickets.rl.trainer import SB3Trainer, seed_for
+from rl_tickets.sparsity.masks import load_mask
 
 BUDGET, K = 192, 64
 

@@ -12,12 +12,12 @@ import pytest
 import torch
 from tiny import tiny_config
 
+from rl_tickets.chain.runner import ChainPaths, Runner
 from rl_tickets.config import Config, ConfigError, PruneConfig, RewindConfig, SupermaskConfig, validate
-from rl_tickets.masks import load_mask
-from rl_tickets.runner import ChainPaths, Runner
-from rl_tickets.supermask import SHARED_MAGNITUDES, DrawSpec, draw_params, signs_of
-from rl_tickets.trainers import CurveSink, LevelOutcome, LevelPlan
-from rl_tickets.trainers.sb3 import SB3Trainer
+from rl_tickets.level import CurveSink, LevelOutcome, LevelPlan
+from rl_tickets.rl.trainer import SB3Trainer
+from rl_tickets.sparsity.masks import load_mask
+from rl_tickets.sparsity.supermask import SHARED_MAGNITUDES, DrawSpec, draw_params, signs_of
 
 PPO = {"n_steps": 64, "batch_size": 64, "n_epochs": 1}
 SAMPLES = 3

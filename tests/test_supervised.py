@@ -8,6 +8,8 @@ from pathlib import Path
 import pytest
 import torch
 
+from rl_tickets.chain.runner import Runner
+from rl_tickets.cli.job import run_job
 from rl_tickets.config import (
     Config,
     DataConfig,
@@ -18,12 +20,10 @@ from rl_tickets.config import (
     RewindConfig,
     TrainConfig,
 )
-from rl_tickets.job import run_job
-from rl_tickets.masks import load_mask
-from rl_tickets.models import CONV_PATTERN, FC_PATTERN, OUTPUT_PATTERN
-from rl_tickets.runner import Runner
-from rl_tickets.trainers import LevelPlan
-from rl_tickets.trainers.supervised import SupervisedTrainer
+from rl_tickets.level import LevelPlan
+from rl_tickets.sparsity.masks import load_mask
+from rl_tickets.supervised.models import CONV_PATTERN, FC_PATTERN, OUTPUT_PATTERN
+from rl_tickets.supervised.trainer import SupervisedTrainer
 
 BUDGET, REWIND, EVERY, LEVELS = 100, 10, 25, 2
 RATES = {CONV_PATTERN: 0.1, FC_PATTERN: 0.2, OUTPUT_PATTERN: 0.1}

@@ -11,10 +11,10 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
+from rl_tickets.chain.runner import Runner
 from rl_tickets.config import Config
 from rl_tickets.report import main as report_main
-from rl_tickets.runner import Runner
-from rl_tickets.trainers.sb3 import SB3Trainer, seed_for
+from rl_tickets.rl.trainer import SB3Trainer, seed_for
 
 TINY = [
     "logger.mode=disabled",

@@ -16,11 +16,11 @@ from stable_baselines3.common.save_util import load_from_zip_file
 from tiny import levels_without_time, tiny_config
 from torch import nn
 
+from rl_tickets.chain.manifest import marker_digest
+from rl_tickets.chain.runner import ChainPaths, Mirror, Runner, default_trainer
+from rl_tickets.chain.workers import Task, WorkerPool, threads_per_worker
 from rl_tickets.config import Config, PruneConfig, RewindConfig
-from rl_tickets.manifest import marker_digest
-from rl_tickets.masks import attach_masks, enforce_after_steps, load_mask, set_masks
-from rl_tickets.parallel import Task, WorkerPool, threads_per_worker
-from rl_tickets.runner import ChainPaths, Mirror, Runner, default_trainer
+from rl_tickets.sparsity.masks import attach_masks, enforce_after_steps, load_mask, set_masks
 from rl_tickets.timing import TIME_KEYS, Stopwatch
 
 HYPERPARAMS = {"n_steps": 64, "batch_size": 32, "n_epochs": 1}

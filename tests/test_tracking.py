@@ -14,11 +14,11 @@ import pytest
 import torch
 from wandb_records import history_rows, of_type, offline_runs
 
+from rl_tickets.chain.runner import ChainPaths
 from rl_tickets.config import Config, LoggerConfig
-from rl_tickets.outage import BUDGET_S, Outage
-from rl_tickets.runner import ChainPaths
 from rl_tickets.task_sections import OTHER_TASK_KEYS
-from rl_tickets.tracking import RunInfo, WandbMirror, run_info
+from rl_tickets.tracking.mirror import RunInfo, WandbMirror, run_info
+from rl_tickets.tracking.outage import BUDGET_S, Outage
 
 
 def log_one_level(mode: str, root: Path, info: RunInfo | None = None, **settings: object) -> WandbMirror:

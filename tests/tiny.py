@@ -9,6 +9,7 @@ from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
+from rl_tickets.chain.runner import TIME_COLUMNS
 from rl_tickets.config import (
     AlgoConfig,
     Config,
@@ -20,7 +21,6 @@ from rl_tickets.config import (
     TrainConfig,
     validate,
 )
-from rl_tickets.runner import TIME_COLUMNS
 
 
 def tiny_config(

@@ -2,7 +2,7 @@
 
 A chain whose ``identity.json`` no longer hashes to its directory's name (edited, or copied under
 another hash) gets a warning; its numbers are still reported. A finished level that fails its
-manifest (:mod:`rl_tickets.manifest`: a file missing, truncated or edited, or built from a level
+manifest (:mod:`rl_tickets.chain.manifest`: a file missing, truncated or edited, or built from a level
 that was since retrained) gets a warning and is left out: its rows of levels.csv and layers.csv and
 its mask. Everything else of the chain is reported as usual.
 """
@@ -15,8 +15,8 @@ from pathlib import Path
 
 import pandas as pd
 
-from rl_tickets.identity import digest
-from rl_tickets.manifest import MARKER, problem, upstream_key
+from rl_tickets.chain.identity import digest
+from rl_tickets.chain.manifest import MARKER, problem, upstream_key
 from rl_tickets.report.curves import dense_dir, level_dirs
 from rl_tickets.report.loading import Chain, warn
 

@@ -21,7 +21,7 @@ from dataclasses import dataclass
 
 import torch
 
-from rl_tickets.masks import Mask
+from rl_tickets.sparsity.masks import Mask
 
 
 @dataclass

@@ -17,8 +17,8 @@ import pandas as pd
 from hydra.experimental.callback import Callback
 from omegaconf import DictConfig, OmegaConf
 
+from rl_tickets.cli.console import fmt_value, say, text_table
 from rl_tickets.config import Config
-from rl_tickets.console import fmt_value, say, text_table
 
 log = logging.getLogger(__name__)
 
@@ -30,7 +30,7 @@ def sweep_chain_dirs(sweep_dir: Path) -> list[Path]:
 
     :param sweep_dir: Hydra's sweep directory (one subdirectory per job).
     """
-    from rl_tickets.runner import ChainPaths
+    from rl_tickets.chain.runner import ChainPaths
 
     chains: dict[Path, None] = {}  # insertion-ordered set: jobs in their order
     for saved in sorted(sweep_dir.glob("*/.hydra/config.yaml")):

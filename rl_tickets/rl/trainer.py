@@ -30,26 +30,15 @@ from stable_baselines3.common.vec_env import VecEnv
 from torch import nn
 
 from rl_tickets.config import AlgoConfig, ConfigError, EnvConfig, EvalConfig
-from rl_tickets.envs import (
+from rl_tickets.level import CurveSink, LevelOutcome, LevelPlan, MaskSchedule
+from rl_tickets.rl.envs import (
     FEATURE_EXTRACTORS,
     check_wrappers,
     make_env,
     make_single,
     scaled_extractor_kwargs,
 )
-from rl_tickets.masks import (
-    Mask,
-    is_target,
-    online_twins,
-    online_weights,
-    prunable_names,
-    read_mask,
-    set_masks,
-)
-from rl_tickets.policies import POLICIES, policy_optimizers
-from rl_tickets.timing import Stopwatch
-from rl_tickets.trainers import CurveSink, LevelOutcome, LevelPlan, MaskSchedule
-from rl_tickets.trainers.evaluation import (
+from rl_tickets.rl.evaluation import (
     EVALUATIONS_FILE,
     Evaluation,
     PeriodicEval,
@@ -58,6 +47,17 @@ from rl_tickets.trainers.evaluation import (
     run_episodes,
     save_evaluations,
 )
+from rl_tickets.rl.policies import POLICIES, policy_optimizers
+from rl_tickets.sparsity.masks import (
+    Mask,
+    is_target,
+    online_twins,
+    online_weights,
+    prunable_names,
+    read_mask,
+    set_masks,
+)
+from rl_tickets.timing import Stopwatch
 
 ALGOS: dict[str, type[BaseAlgorithm]] = {"ppo": PPO, "a2c": A2C, "dqn": DQN, "sac": SAC, "td3": TD3}
 ACTION_SPACES: dict[str, type[gym.Space]] = {
@@ -214,7 +214,7 @@ def save_state(model: BaseAlgorithm, path: Path, with_replay: bool) -> None:
 
 
 class SB3Trainer:
-    """Trains SB3 agents level by level; see :class:`rl_tickets.trainers.Trainer`."""
+    """Trains SB3 agents level by level; see :class:`rl_tickets.level.Trainer`."""
 
     unit = "timesteps"
     metric = "eval_return_mean"

@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 
 import torch
 
-from rl_tickets.masks import Mask
+from rl_tickets.sparsity.masks import Mask
 
 ScoreFn = Callable[[torch.Tensor, torch.Tensor, torch.Generator], torch.Tensor]
 

@@ -20,9 +20,9 @@ import os
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 
-from rl_tickets.cli_help import group_options
+from rl_tickets.cli.help import group_options
+from rl_tickets.cli.preflight import check_root
 from rl_tickets.config import Config, ConfigError
-from rl_tickets.preflight import check_root
 
 MERGED = ("prune.overrides",)  # dict-typed keys whose command-line value merges into the preset's
 PRESETS = "experiment"

@@ -12,9 +12,9 @@ import json
 import shlex
 from collections.abc import Sequence
 
+from rl_tickets.chain.identity import chain_identity
+from rl_tickets.chain.runner import PARTIAL, TICKET, ChainPaths, is_complete
 from rl_tickets.config import Config
-from rl_tickets.identity import chain_identity
-from rl_tickets.runner import PARTIAL, TICKET, ChainPaths, is_complete
 
 
 def level_variants(cfg: Config, level: int) -> list[str]:

@@ -14,7 +14,7 @@ from typing import Any, Protocol
 
 import torch
 
-from rl_tickets.masks import Mask
+from rl_tickets.sparsity.masks import Mask
 
 # Called during training with (step, cumulative metrics) so the runner can mirror curves.
 CurveSink = Callable[[dict[str, Any]], None]
@@ -98,7 +98,7 @@ def bisect_scale(count: Callable[[float], int], n_weights: int, rounds: int = 20
 
 
 class Trainer(Protocol):
-    """The interface the runner drives; see :class:`~rl_tickets.trainers.sb3.SB3Trainer`."""
+    """The interface the runner drives; see :class:`~rl_tickets.rl.trainer.SB3Trainer`."""
 
     unit: str  # "timesteps" or "iterations": the unit of steps, budgets and rewind.step
     budget: int  # steps in a full (dense) training run

@@ -12,8 +12,8 @@ from dataclasses import dataclass, field, replace
 
 import torch
 
-from rl_tickets.masks import Mask, density
-from rl_tickets.pruning import PruneSpec, next_mask, prunable
+from rl_tickets.sparsity.masks import Mask, density
+from rl_tickets.sparsity.pruning import PruneSpec, next_mask, prunable
 
 
 def target_density(step: int, begin: int, end: int, final_density: float) -> float:

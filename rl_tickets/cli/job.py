@@ -1,7 +1,7 @@
 """One job: validate the config, pick the trainer, run the chain, show progress and the result table.
 
 Progress lines, the table and the results path go to the console *and* to Python logging (logger
-``rl_tickets.job``), so the Hydra log file of a run (``<run dir>/rl-tickets.log``) holds them too.
+``rl_tickets.cli.job``), so the Hydra log file of a run (``<run dir>/rl-tickets.log``) holds them too.
 """
 
 from __future__ import annotations
@@ -15,14 +15,14 @@ from typing import Any
 
 import torch
 
+from rl_tickets.chain.runner import ChainPaths, Mirror, Runner
+from rl_tickets.cli.console import fmt_value, say, text_table
+from rl_tickets.cli.preflight import check_network, check_values
+from rl_tickets.cli.resume import resuming_line
+from rl_tickets.cli.stops import exit_code
 from rl_tickets.config import Config, ConfigError, display_name, validate
-from rl_tickets.console import fmt_value, say, text_table
-from rl_tickets.preflight import check_network, check_values
-from rl_tickets.resume import resuming_line
-from rl_tickets.runner import ChainPaths, Mirror, Runner
-from rl_tickets.stops import exit_code
-from rl_tickets.trainers import Trainer
-from rl_tickets.trainers.sb3 import seed_for
+from rl_tickets.level import Trainer
+from rl_tickets.rl.trainer import seed_for
 
 log = logging.getLogger(__name__)
 
@@ -33,7 +33,7 @@ class UserError(Exception):
 
 def _rl_trainer(cfg: Config) -> Trainer:
     """The SB3 trainer for ``task=rl``."""
-    from rl_tickets.trainers.sb3 import SB3Trainer
+    from rl_tickets.rl.trainer import SB3Trainer
 
     return SB3Trainer(
         cfg.algo, cfg.env, cfg.train.timesteps, cfg.eval, cfg.device, seed_for(cfg.seed, "eval")
@@ -42,8 +42,8 @@ def _rl_trainer(cfg: Config) -> Trainer:
 
 def _supervised_trainer(cfg: Config) -> Trainer:
     """The supervised trainer for ``task=supervised`` (loads the data now, so missing data fails early)."""
-    from rl_tickets.data import MissingDataError
-    from rl_tickets.trainers.supervised import SupervisedTrainer
+    from rl_tickets.supervised.data import MissingDataError
+    from rl_tickets.supervised.trainer import SupervisedTrainer
 
     try:
         return SupervisedTrainer(cfg.model, cfg.data, cfg.train, cfg.eval, cfg.device, cfg.seed)
@@ -175,7 +175,7 @@ def run_job(cfg: Config, multirun: bool = False, live: bool = False) -> Path:
     log.info(f"device: {getattr(trainer, 'device', cfg.device)} (device={cfg.device})")
     mirror = None
     if cfg.logger.mode != "disabled":
-        from rl_tickets.tracking import WandbMirror, run_info
+        from rl_tickets.tracking.mirror import WandbMirror, run_info
 
         mirror = WandbMirror(cfg.logger, run_info(cfg, ChainPaths.of(cfg)), directory=Path(cfg.root))
     progress = Progress(cfg, trainer.metric, trainer.budget, live=live)

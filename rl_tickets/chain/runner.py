@@ -10,11 +10,11 @@ Results layout (see README)::
         level_NN/<variant>/{model.zip,mask.pt,metrics.json,eval_curve.csv,progress.csv,COMPLETE}
 
 Every level is written into ``<dir>.partial`` and renamed when complete (COMPLETE written last: a
-manifest of the level's files that a rerun verifies, :mod:`rl_tickets.manifest`), so a
+manifest of the level's files that a rerun verifies, :mod:`rl_tickets.chain.manifest`), so a
 killed run loses at most the level in progress and a rerun only finishes missing work. Every level
 loads its start from disk, so a resumed chain equals an uninterrupted one, and any variant whose
 inputs are on disk can train in another process: with ``workers=N`` the variants of a level train in
-parallel once the ticket's mask is known, overlapping the ticket's next level (:mod:`rl_tickets.parallel`).
+parallel once the ticket's mask is known, overlapping the ticket's next level (:mod:`rl_tickets.chain.workers`).
 
 Each level's metrics.json records where its time went (``time``: train, eval, save, prune, total
 seconds) and ``steps_per_s`` (training alone); levels.csv carries ``train_s``.
@@ -37,22 +37,22 @@ from typing import Any
 
 import torch
 
+from rl_tickets.chain.identity import chain_identity, dense_identity, digest
+from rl_tickets.chain.manifest import MARKER, Verifier, marker_digest, upstream_key, write_complete
+from rl_tickets.chain.workers import Key, Task, WorkerPool, threads_per_worker
 from rl_tickets.config import CHOICES, Config, ConfigError, display_name
-from rl_tickets.identity import chain_identity, dense_identity, digest
-from rl_tickets.manifest import MARKER, Verifier, marker_digest, upstream_key, write_complete
-from rl_tickets.masks import Mask, dense_mask, layer_densities, load_mask, save_mask
-from rl_tickets.parallel import Key, Task, WorkerPool, threads_per_worker
-from rl_tickets.pruning import PruneSpec, next_mask, prunable
-from rl_tickets.retrain import ARCHITECTURE_CONTROLS, ControlInputs, build_control, random_mask_like
-from rl_tickets.supermask import SUPERMASK_CONTROLS, DrawSpec, draw_params, draw_summary
+from rl_tickets.level import LevelOutcome, LevelPlan, Trainer, bisect_scale
+from rl_tickets.rl.trainer import seed_for
+from rl_tickets.sparsity.controls import ARCHITECTURE_CONTROLS, ControlInputs, build_control, random_mask_like
+from rl_tickets.sparsity.masks import Mask, dense_mask, layer_densities, load_mask, save_mask
+from rl_tickets.sparsity.pruning import PruneSpec, next_mask, prunable
+from rl_tickets.sparsity.supermask import SUPERMASK_CONTROLS, DrawSpec, draw_params, draw_summary
 from rl_tickets.timing import TIME_KEYS, Stopwatch, steps_per_second
-from rl_tickets.trainers import LevelOutcome, LevelPlan, Trainer, bisect_scale
-from rl_tickets.trainers.sb3 import seed_for
 
 # Suffix of a level directory being written (renamed to the level when complete).
 PARTIAL = ".partial"
 
-COMPLETE = MARKER  # a finished level's marker: the manifest of its files (rl_tickets.manifest)
+COMPLETE = MARKER  # a finished level's marker: the manifest of its files (rl_tickets.chain.manifest)
 TICKET = "ticket"
 TRANSFER = "transfer"
 VARIANT_ORDER = (TICKET, *CHOICES["controls"], TRANSFER, "gradual")
@@ -289,7 +289,7 @@ class Runner:
         return variant in SUPERMASK_CONTROLS and drawn != asdict(self.cfg.supermask)
 
     def _upstream(self, level: int, variant: str) -> Path | None:
-        """The level directory (level, variant) is built from (:func:`rl_tickets.manifest.upstream_key`)."""
+        """The level directory (level, variant) is built from (:func:`rl_tickets.chain.manifest.upstream_key`)."""
         key = upstream_key(level, variant)
         return self.paths.level(*key) if key is not None else None
 
@@ -635,7 +635,7 @@ class Runner:
 
     def _gradual_plan(self, level: int) -> LevelPlan:
         """Gradual magnitude pruning: one run from the initialisation with a growing mask."""
-        from rl_tickets.gradual import GradualSchedule
+        from rl_tickets.sparsity.gradual import GradualSchedule
 
         p = self.cfg.prune
         schedule = GradualSchedule(
@@ -805,7 +805,7 @@ def default_trainer(cfg: Config) -> Trainer:
 
     :param cfg: the job config.
     """
-    from rl_tickets.job import TRAINERS  # job imports this module: import it only when called
+    from rl_tickets.cli.job import TRAINERS  # job imports this module: import it only when called
 
     return TRAINERS[cfg.task](cfg)
 

@@ -13,7 +13,7 @@ dashboards built for SB3's ``EvalCallback`` work. Levels rewind ``num_timesteps`
 
 Each run has a deterministic id (chain hash, seed, variant, name) and is resumed, so every job that
 trains a chain's variant, also a second process sharing the chain or a later extension, logs into
-the same run. An unreachable server costs at most 20 s per process (:mod:`rl_tickets.outage`), after
+the same run. An unreachable server costs at most 20 s per process (:mod:`rl_tickets.tracking.outage`), after
 which runs go offline into ``ROOT/wandb/offline-run-*``, where ``wandb sync`` finds them. An empty
 ``WANDB_MODE`` counts as unset (wandb itself crashes on it). A run ends with the job's exit code, so
 an interrupted or failed job is not recorded as finished.
@@ -35,11 +35,11 @@ from typing import TYPE_CHECKING, Any
 from urllib.parse import urlparse
 
 from rl_tickets.config import Config, LoggerConfig, display_name
-from rl_tickets.outage import PROCESS, Outage, server_url
 from rl_tickets.task_sections import for_task
+from rl_tickets.tracking.outage import PROCESS, Outage, server_url
 
 if TYPE_CHECKING:
-    from rl_tickets.runner import ChainPaths
+    from rl_tickets.chain.runner import ChainPaths
 
 # Our evaluation keys and SB3 EvalCallback's names for the same numbers (logged under both). The
 # episode-length names cover what a trainer may record; a row without one simply has no length.

@@ -24,7 +24,7 @@ from dataclasses import dataclass
 
 import torch
 
-from rl_tickets.masks import Mask
+from rl_tickets.sparsity.masks import Mask
 
 SUPERMASK_CONTROLS = ("supermask", "random_supermask")
 WEIGHTS = ("init", "shared")

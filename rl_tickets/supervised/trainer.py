@@ -35,8 +35,8 @@ import torch.nn.functional as F
 from torch import nn
 
 from rl_tickets.config import ConfigError, DataConfig, EvalConfig, ModelConfig, TrainConfig
-from rl_tickets.data import Dataset, Split, load_dataset
-from rl_tickets.masks import (
+from rl_tickets.level import CurveSink, LevelOutcome, LevelPlan
+from rl_tickets.sparsity.masks import (
     Mask,
     attach_masks,
     enforce_after_steps,
@@ -44,9 +44,9 @@ from rl_tickets.masks import (
     read_mask,
     set_masks,
 )
-from rl_tickets.models import MODELS, build_model
+from rl_tickets.supervised.data import Dataset, Split, load_dataset
+from rl_tickets.supervised.models import MODELS, build_model
 from rl_tickets.timing import Stopwatch
-from rl_tickets.trainers import CurveSink, LevelOutcome, LevelPlan
 
 CHECKPOINT_FORMAT = "rl_tickets.supervised/1"
 # Evaluation batch: large enough to amortise Python, small enough that Conv-2's first activations
@@ -113,7 +113,7 @@ def evaluate(model: nn.Module, split: Split, chunk: int = EVAL_CHUNK) -> tuple[f
 
 
 class SupervisedTrainer:
-    """Trains image classifiers level by level; see :class:`rl_tickets.trainers.Trainer`."""
+    """Trains image classifiers level by level; see :class:`rl_tickets.level.Trainer`."""
 
     unit = "iterations"
     # Frankle & Carbin 2019 report test accuracy at the early-stopping iteration (minimum validation loss).

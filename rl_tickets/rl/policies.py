@@ -17,7 +17,7 @@ from stable_baselines3.dqn.policies import DQNPolicy
 from stable_baselines3.sac.policies import SACPolicy
 from stable_baselines3.td3.policies import TD3Policy
 
-from rl_tickets.masks import attach_masks, enforce_after_steps
+from rl_tickets.sparsity.masks import attach_masks, enforce_after_steps
 
 
 def policy_optimizers(policy: torch.nn.Module) -> list[torch.optim.Optimizer]:

@@ -23,8 +23,8 @@ from typing import Any
 import torch
 
 from rl_tickets.config import Config, ConfigError, display_name
-from rl_tickets.pruning import prunable
-from rl_tickets.trainers import Trainer
+from rl_tickets.level import Trainer
+from rl_tickets.sparsity.pruning import prunable
 
 NAME_MAX = 100  # W&B groups take 128 characters; the report names directories after it
 SEED_MAX = 2**31 - 1  # numpy, torch and Gymnasium all take seeds up to here

@@ -20,7 +20,7 @@ from stable_baselines3.common.callbacks import BaseCallback
 from stable_baselines3.common.evaluation import evaluate_policy
 from stable_baselines3.common.vec_env import VecEnv, VecNormalize, sync_envs_normalization
 
-from rl_tickets.trainers import CurveSink
+from rl_tickets.level import CurveSink
 
 # More sub-envs than this buy nothing on a CPU (the env steps are sequential in a DummyVecEnv) and
 # cost memory on pixel environments; episodes beyond it queue up per sub-env.

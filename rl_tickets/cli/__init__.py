@@ -1,0 +1,1 @@
+"""The command line: the Hydra job, preflight checks, help, console output, interrupts, the sweep summary."""

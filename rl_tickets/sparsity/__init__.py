@@ -1,0 +1,1 @@
+"""Sparsity: masks (the invariant), pruning scores and top-k, gradual schedules, controls, supermasks."""

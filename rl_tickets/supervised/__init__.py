@@ -1,0 +1,1 @@
+"""The supervised side: data as tensors, Frankle & Carbin's networks, the supervised trainer."""
