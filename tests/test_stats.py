@@ -2,7 +2,11 @@
 
 from __future__ import annotations
 
+import importlib.util
 import math
+import sys
+from pathlib import Path
+from types import ModuleType
 
 import numpy as np
 import pytest
@@ -65,14 +69,18 @@ def test_summarise() -> None:
 
 
 def test_paired_plus_one_is_better() -> None:
-    b = np.array([10.0, 50.0, 3.0, 7.0, 100.0])
+    b = np.array([10.0, 50.0, 3.0, 7.0, 100.0, 20.0])
     r = stats.paired_verdict(b + 1.0, b)
     assert r.verdict == stats.BETTER
-    assert r.n == 5
+    assert r.n == 6
     assert r.diff_mean == pytest.approx(1.0)
-    # Constant differences: a zero-width interval and p = 0, never NaN.
+    # Constant differences: a zero-width interval, never NaN; no t statistic, so the p-value is the
+    # exact sign-flip one, 2 / 2**n (never 0).
     assert r.ci_low == pytest.approx(1.0) and r.ci_high == pytest.approx(1.0)
-    assert r.p_value == 0.0
+    assert r.p_value == pytest.approx(2 / 2**6)
+    # At 5 seeds that is 1/16 > alpha: identical differences alone cannot show "better".
+    five = stats.paired_verdict(b[:5] + 1.0, b[:5])
+    assert five.verdict == stats.NO_DIFFERENCE and five.p_value == pytest.approx(2 / 2**5)
 
 
 def test_paired_minus_is_worse() -> None:
@@ -128,36 +136,124 @@ def test_paired_not_enough_seeds() -> None:
 
 def test_degenerate_differences_give_defined_verdicts() -> None:
     capped = np.full(5, 500.0)
-    # Every seed at the cap in both variants: no difference, and the ticket matches dense.
+    # Every seed at the cap in both variants: no difference; "matches" is not shown (see below).
     beats = stats.paired_verdict(capped, capped)
     assert beats.verdict == stats.NO_DIFFERENCE and beats.p_value == 1.0
     assert (beats.ci_low, beats.ci_high) == (0.0, 0.0)
-    matches = stats.paired_verdict(capped, capped, question="matches")
-    assert matches.verdict == stats.MATCHES and matches.margin == pytest.approx(25.0)
-    # A constant loss larger than the margin is below dense; smaller is a match.
-    assert stats.paired_verdict(capped - 30, capped, question="matches").verdict == stats.BELOW_DENSE
-    assert stats.paired_verdict(capped - 20, capped, question="matches").verdict == stats.MATCHES
     for test in stats.TESTS:
         r = stats.paired_verdict(np.full(6, 500.0), np.full(6, 500.0), test=test)
         assert r.verdict == stats.NO_DIFFERENCE and np.isfinite(r.p_value)
+    # Constant differences never give p = 0, whatever the question, test, bounds and n.
+    for n in range(2, 9):
+        for shift in (-100.0, -30.0, -20.0, 0.0, 1.0, 30.0):
+            for test in [t for t in stats.TESTS if n >= stats.min_seeds_for(t)]:
+                b = np.full(n, 500.0)
+                beats = stats.paired_verdict(b + shift, b, 2, test=test)
+                assert beats.p_value > 0
+                for bounds in (None, (0.0, 600.0)):
+                    r = stats.paired_verdict(b + shift, b, 2, question="matches", test=test, bounds=bounds)
+                    assert r.p_value > 0 and r.p_below > 0, (n, shift, test, bounds)
+
+
+def test_all_ties_at_the_cap_do_not_match() -> None:
+    """The issue's case: 5 seeds at 500 in both arms is what a ticket failing on 5.1% of seeds gives
+    with probability 0.949**5 = 0.77."""
+    r = stats.paired_verdict([500.0] * 5, [500.0] * 5, 5, question="matches")
+    assert r.verdict != stats.MATCHES and r.p_value > 0
+    # Without bounds there is no verdict from ties at any n; with them, the exact bound applies.
+    assert r.verdict == stats.INCONCLUSIVE and r.p_value == 1.0
+    assert (
+        stats.paired_verdict([500.0] * 200, [500.0] * 200, question="matches").verdict == stats.INCONCLUSIVE
+    )
+    bounded = stats.paired_verdict([500.0] * 5, [500.0] * 5, 5, question="matches", bounds=(10, 500))
+    assert bounded.verdict == stats.INCONCLUSIVE
+    assert bounded.p_value >= (1 - 25 / 490) ** 5 and (bounded.low, bounded.high) == (10.0, 500.0)
+    # No valid test may say "matches" on tied seeds below n >= ln(0.025) / ln(1 - margin / range).
+    assert stats.min_seeds_exact(25.0, 10.0, 500.0) == 71
+    assert stats.min_seeds_exact(100.0, 10.0, 500.0) == 17
+    for margin in (5.0, 25.0, 100.0, 150.0):
+        n_ok = stats.min_seeds_tied(margin, 10.0, 500.0)
+        assert (
+            stats.min_seeds_exact(margin, 10.0, 500.0)
+            <= n_ok
+            <= 1.2 * stats.min_seeds_exact(margin, 10.0, 500.0)
+        )
+        tolerance = margin / 500.0
+        ties = [np.full(k, 500.0) for k in (n_ok - 1, n_ok)]
+        verdicts = [
+            stats.paired_verdict(t, t, question="matches", tolerance=tolerance, bounds=(10, 500)).verdict
+            for t in ties
+        ]
+        assert verdicts == [stats.INCONCLUSIVE, stats.MATCHES], margin
+
+
+@pytest.mark.parametrize("fail_to", [10.0, 250.0])
+@pytest.mark.parametrize("bounds", [(10.0, 500.0), None])
+def test_capped_false_matches_is_exactly_zero(fail_to: float, bounds: tuple[float, float] | None) -> None:
+    """Dense at 500 on every seed, the ticket failing to ``fail_to`` on k of n seeds: every k is
+    enumerated, so the false-"matches" rate is exactly 0, not just in a sample."""
+    for n in (5, 10, 20):
+        for k in range(n + 1):
+            ticket = np.r_[np.full(k, fail_to), np.full(n - k, 500.0)]
+            r = stats.paired_verdict(ticket, np.full(n, 500.0), question="matches", bounds=bounds)
+            assert r.verdict != stats.MATCHES and r.p_value > 0.025, (n, k)
 
 
 def test_paired_matches_dense_non_inferiority_margin() -> None:
-    dense = np.array([500.0, 480.0, 490.0, 500.0, 495.0])
-    # Default margin: 5% of the dense mean (24.65 here).
-    r = stats.paired_verdict(dense, dense, question="matches")
-    assert r.verdict == stats.MATCHES and r.margin == pytest.approx(0.05 * dense.mean())
-    # A ticket that clearly beats dense also matches.
-    assert stats.paired_verdict(dense + 50, dense, question="matches").verdict == stats.MATCHES
-    below = stats.paired_verdict(dense - np.array([60.0, 70.0, 65.0, 80.0, 75.0]), dense, question="matches")
+    rng = np.random.default_rng(4)
+    dense = rng.choice([480.0, 490.0, 495.0, 500.0], size=60)
+    bounds = (0.0, 600.0)
+    # Default margin: 5% of the dense mean.
+    r = stats.paired_verdict(dense + 40 + rng.normal(0, 5, 60), dense, question="matches", bounds=bounds)
+    assert r.margin == pytest.approx(0.05 * dense.mean())
+    # A ticket that clearly beats dense also matches, given the seeds.
+    assert r.verdict == stats.MATCHES
+    # The same ticket at 5 seeds: no valid test can tell it from one that fails now and then.
+    five = stats.paired_verdict(dense[:5] + 40, dense[:5], question="matches", bounds=bounds)
+    assert five.verdict == stats.INCONCLUSIVE
+    below = stats.paired_verdict(
+        dense[:20] - 300 + rng.normal(0, 5, 20), dense[:20], question="matches", bounds=bounds
+    )
     assert below.verdict == stats.BELOW_DENSE
     # Losses straddling the margin: the data cannot tell.
-    noisy = dense - np.array([0.0, 50.0, 10.0, 40.0, 25.0])
-    assert stats.paired_verdict(noisy, dense, question="matches").verdict == stats.INCONCLUSIVE
-    # Zero tolerance is the strict reading: a small consistent loss is below dense.
-    small = dense - np.array([1.0, 2.0, 3.0, 4.0, 2.5])
-    assert stats.paired_verdict(small, dense, question="matches", tolerance=0.0).verdict == stats.BELOW_DENSE
-    assert stats.paired_verdict(small, dense, question="matches").verdict == stats.MATCHES
+    noisy = dense - np.tile([0.0, 50.0, 10.0, 40.0, 25.0], 12)
+    assert stats.paired_verdict(noisy, dense, question="matches", bounds=bounds).verdict == stats.INCONCLUSIVE
+    # Zero tolerance is the strict reading: a consistent loss is below dense.
+    small = dense[:20] - 150 + rng.normal(0, 5, 20)
+    assert stats.paired_verdict(
+        small, dense[:20], question="matches", tolerance=0.0, bounds=bounds
+    ).verdict == (stats.BELOW_DENSE)
+
+
+def test_bounds_widen_to_the_data() -> None:
+    a, b = np.array([[5.0, 50.0]]), np.array([[20.0, 700.0]])
+    low, high = stats.metric_range(a, b, (10.0, 500.0))
+    assert (low[0], high[0]) == (5.0, 700.0)
+    # Without bounds: the hull of 0 and the data.
+    low, high = stats.metric_range(a + 100, b, None)
+    assert (low[0], high[0]) == (0.0, 700.0)
+    with pytest.raises(AssertionError, match="low < high"):
+        stats.metric_range(a, b, (500.0, 10.0))
+
+
+def test_bounded_test_is_valid_at_its_worst_case() -> None:
+    """The least favourable null: values at y_low with probability d / range, else at mu0 + d."""
+    rng = np.random.default_rng(8)
+    for n, share in ((5, 0.3), (10, 0.1), (20, 0.051), (40, 0.02)):
+        y = np.where(rng.random((4000, n)) < share, -1.0, share / (1 - share))  # mean exactly 0
+        p = stats.bounded_p_greater(y, 0.0, -1.0)
+        assert np.mean(p < 0.025) <= 0.025 + 3 * math.sqrt(0.025 * 0.975 / 4000)
+        assert np.all(p > 0)
+    # Vectorised rows give the 1-D answer, and the batch verdicts equal paired_verdict row by row.
+    assert stats.bounded_p_greater(y[0], 0.0, -1.0) == pytest.approx(
+        stats.bounded_p_greater(y[:1], 0.0, -1.0)[0]
+    )
+    a, b = rng.choice([10.0, 500.0], (50, 8), p=[0.2, 0.8]), rng.normal(450.0, 40.0, (50, 8))
+    for question in ("beats", "matches"):
+        batch = stats.paired_verdicts(a, b, question=question, bounds=(0, 700))
+        for i in range(50):
+            one = stats.paired_verdict(a[i], b[i], question=question, bounds=(0, 700))
+            assert (one.verdict, one.p_value) == (batch.verdict[i], pytest.approx(batch.p_value[i]))
 
 
 def test_paired_rejects_misaligned_inputs() -> None:
@@ -217,3 +313,54 @@ def test_holm_adjustment() -> None:
         p = [stats.p_two_sided(rng.normal(0.0, 1.0, 10)) for _ in range(10)]
         family_errors += bool(np.any(stats.holm(p) < 0.05))
     assert family_errors / 500 <= 0.07
+
+
+def _load_error_rate_script() -> ModuleType:
+    """scripts/verdict_error_rates.py, whose families and cells the tests below re-run."""
+    path = Path(__file__).resolve().parents[1] / "scripts" / "verdict_error_rates.py"
+    spec = importlib.util.spec_from_file_location("verdict_error_rates", path)
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = module  # its dataclasses look their module up there
+    spec.loader.exec_module(module)
+    return module
+
+
+RATES = _load_error_rate_script()
+CELLS = list(enumerate(RATES.cells()))
+
+
+def _cell_id(item: tuple[int, object]) -> str:
+    index, cell = item
+    bounds = "bounds" if cell.bounds else "nobounds"
+    return f"{index}-{cell.question}-{'+'.join(cell.counted)}-{cell.family}-{bounds}".replace(" ", "_")
+
+
+@pytest.mark.parametrize("item", [c for c in CELLS if c[1].limit is not None], ids=_cell_id)
+def test_error_rates_of_the_families(item: tuple[int, object]) -> None:
+    """Every error cell of the table at 2,000 draws: at most its limit + 3 binomial SE; on capped data
+    (dense at the cap, the ticket failing one margin's worth) no "matches" at all."""
+    index, cell = item
+    for n in cell.ns:
+        rate = RATES.rate(cell, n, 2000, 2026, index)
+        assert not RATES.over_limit(cell, rate, 2000), (cell.family, n, rate)
+        if "ticket fails to" in cell.family and cell.counted == (stats.MATCHES,):
+            assert rate == 0.0, (cell.family, n, rate)
+
+
+def test_power_of_the_families() -> None:
+    """The power rows: a real effect is found; matching dense takes the seeds the bound says."""
+    power = {(cell.question, cell.family): (index, cell) for index, cell in CELLS if cell.limit is None}
+    index, cell = power[("beats", "500 vs 500/10 p=0.5")]
+    assert RATES.rate(cell, 10, 2000, 2026, index) >= 0.75
+    assert RATES.rate(cell, 20, 2000, 2026, index) >= 0.95
+    index, cell = power[("matches", "both 500 on every seed")]
+    assert [RATES.rate(cell, n, 200, 2026, index) for n in (20, 100)] == [0.0, 1.0]
+    index, cell = power[("matches", "500/10 p=0.5 vs 500")]
+    assert RATES.rate(cell, 20, 2000, 2026, index) >= 0.75
+
+
+def test_error_rate_script_runs(capsys: pytest.CaptureFixture[str]) -> None:
+    assert RATES.main(["--draws", "200"]) == 0
+    out = capsys.readouterr().out
+    assert "| 5% | 25 | 71 | 80 |" in out and "0 error rate(s) over limit" in out
