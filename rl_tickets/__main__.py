@@ -23,11 +23,12 @@ from omegaconf.errors import OmegaConfBaseException
 
 from rl_tickets.cli import command_line
 from rl_tickets.cli.help import register_help_resolvers
-from rl_tickets.cli.job import UserError, run_job
+from rl_tickets.cli.job import run_job
 from rl_tickets.cli.preflight import unknown_keys
 from rl_tickets.cli.resume import interrupted_line
 from rl_tickets.cli.stops import Interrupted, exit_code, os_error_line, signal_name, sigterm_interrupts
 from rl_tickets.config import Config, ConfigError, register_schemas
+from rl_tickets.trainers import UserError
 
 
 def _remove_hydra_dir(root: Path) -> None:

@@ -40,7 +40,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from rl_tickets.chain.runner import TIME_COLUMNS
+from rl_tickets.chain.tables import TIME_COLUMNS
 from rl_tickets.timing import TIME_KEYS
 
 EXIT_MISMATCH, EXIT_BAR = 1, 3
@@ -97,7 +97,7 @@ def plain_learn(overrides: Sequence[str]) -> None:
     from stable_baselines3.common.env_util import make_vec_env
 
     from rl_tickets.config import Config, register_schemas
-    from rl_tickets.rl.trainer import ALGOS, to_schedule
+    from rl_tickets.rl.agents import ALGOS, to_schedule
 
     torch.set_num_threads(1)  # as rl-tickets does for MLP agents
     register_schemas()

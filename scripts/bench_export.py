@@ -24,9 +24,10 @@ from stable_baselines3.common.base_class import BaseAlgorithm
 
 from rl_tickets.config import ConfigError, EnvConfig
 from rl_tickets.export import export_level
+from rl_tickets.rl.agents import ALGOS
+from rl_tickets.rl.checkpoints import save_state
 from rl_tickets.rl.envs import FEATURE_EXTRACTORS, make_env
 from rl_tickets.rl.policies import POLICIES
-from rl_tickets.rl.trainer import ALGOS, save_state
 from rl_tickets.sparsity.masks import dense_mask, online_weights, read_mask, save_mask, set_masks
 from rl_tickets.sparsity.pruning import PruneSpec, next_mask
 

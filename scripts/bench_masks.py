@@ -38,8 +38,8 @@ from stable_baselines3 import DQN, PPO, SAC
 from stable_baselines3.common.base_class import BaseAlgorithm
 from stable_baselines3.common.env_util import make_vec_env
 
+from rl_tickets.rl.agents import ACTIVATIONS, to_schedule
 from rl_tickets.rl.policies import POLICIES
-from rl_tickets.rl.trainer import ACTIVATIONS, to_schedule
 from rl_tickets.sparsity.masks import Mask, dense_mask, density, is_target, online_name, read_mask, set_masks
 from rl_tickets.sparsity.pruning import PruneSpec, next_mask
 

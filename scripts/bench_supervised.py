@@ -113,7 +113,7 @@ def trainer_run(
     with tempfile.TemporaryDirectory() as out, contextlib.ExitStack() as stack:
         if not hook:
             stack.enter_context(
-                mock.patch("rl_tickets.supervised.trainer.enforce_after_steps", lambda *a, **k: None)
+                mock.patch("rl_tickets.supervised.networks.enforce_after_steps", lambda *a, **k: None)
             )
         started = trainer.clock()
         outcome = trainer.train(LevelPlan(start=None, steps=iterations, mask=mask, seed=0), Path(out))

@@ -23,7 +23,8 @@ from stable_baselines3.common.base_class import BaseAlgorithm
 from stable_baselines3.common.save_util import load_from_zip_file
 from tiny import tiny_config
 
-from rl_tickets.chain.runner import COMPLETE, ChainPaths, Runner
+from rl_tickets.chain.runner import Runner
+from rl_tickets.chain.store import COMPLETE, ChainPaths
 from rl_tickets.config import (
     Config,
     ConfigError,
@@ -32,7 +33,8 @@ from rl_tickets.config import (
     RewindConfig,
 )
 from rl_tickets.level import CurveSink, LevelOutcome, LevelPlan
-from rl_tickets.rl.trainer import SB3Trainer, seed_for
+from rl_tickets.rl.trainer import SB3Trainer
+from rl_tickets.seeds import seed_for
 from rl_tickets.sparsity.gradual import GradualSchedule, target_density
 from rl_tickets.sparsity.masks import Mask, is_target, load_mask, online_name, read_mask
 from rl_tickets.sparsity.pruning import erk_densities, next_mask

@@ -23,7 +23,8 @@ from rl_tickets.config import (
     validate,
 )
 from rl_tickets.rl.envs import make_single
-from rl_tickets.rl.trainer import SB3Trainer, seed_for
+from rl_tickets.rl.trainer import SB3Trainer
+from rl_tickets.seeds import seed_for
 from rl_tickets.sparsity.masks import load_mask
 
 

@@ -13,10 +13,12 @@ import pytest
 from stable_baselines3 import PPO
 from tiny import tiny_config
 
-from rl_tickets.chain.runner import ChainPaths, Runner, default_trainer
+from rl_tickets.chain.runner import Runner
+from rl_tickets.chain.store import ChainPaths
 from rl_tickets.config import Config, EnvConfig, EvalConfig, PruneConfig, RewindConfig
 from rl_tickets.rl.envs import make_env
 from rl_tickets.rl.evaluation import EVALUATIONS_FILE, run_episodes
+from rl_tickets.trainers import build_trainer
 
 HYPERPARAMS = {"n_steps": 64, "batch_size": 32, "n_epochs": 1}
 
@@ -60,7 +62,7 @@ def test_a_vector_env_counts_exactly_the_episodes_asked_for(n_envs: int, episode
 
 def test_each_sub_env_is_seeded_as_recorded(tmp_path: Path) -> None:
     cfg = dense_cfg(tmp_path, timesteps=128, episodes=5, every=0)
-    Runner(cfg, default_trainer(cfg)).run()
+    Runner(cfg, build_trainer(cfg)).run()
     level = ChainPaths.of(cfg).level(0, "ticket")
     extra = json.loads((level / "metrics.json").read_text())["extra"]
     seeds = extra["eval_seeds"]
@@ -75,7 +77,7 @@ def test_each_sub_env_is_seeded_as_recorded(tmp_path: Path) -> None:
 
 def test_evaluations_npz_has_sb3_keys_and_one_row_per_evaluation(tmp_path: Path) -> None:
     cfg = dense_cfg(tmp_path, timesteps=192, episodes=3, every=64)
-    Runner(cfg, default_trainer(cfg)).run()
+    Runner(cfg, build_trainer(cfg)).run()
     level = ChainPaths.of(cfg).level(0, "ticket")
     with np.load(level / EVALUATIONS_FILE) as data:
         assert set(data.files) == {"timesteps", "results", "ep_lengths"}
@@ -90,7 +92,7 @@ def test_evaluations_npz_has_sb3_keys_and_one_row_per_evaluation(tmp_path: Path)
 def test_no_periodic_evaluation_duplicates_the_final_one(tmp_path: Path) -> None:
     """A budget of 160 trains to 192 (whole 64-step rollouts); the evaluation due at 160 is the end."""
     cfg = dense_cfg(tmp_path, timesteps=160, episodes=1, every=80)
-    Runner(cfg, default_trainer(cfg)).run()
+    Runner(cfg, build_trainer(cfg)).run()
     level = ChainPaths.of(cfg).level(0, "ticket")
     steps = [int(row["step"]) for row in csv.DictReader(open(level / "eval_curve.csv"))]
     assert steps == [80, 192]

@@ -32,9 +32,12 @@ from rl_tickets.export.level import plain_state
 from rl_tickets.export.measure import observations, unit_actions
 from rl_tickets.export.plain import zip_mentions_package
 from rl_tickets.export.sparse import dense_state, load_sparse
+from rl_tickets.rl.agents import ALGOS
+from rl_tickets.rl.checkpoints import save_state, sidecar
 from rl_tickets.rl.envs import MinAtarCNN, make_env
 from rl_tickets.rl.policies import POLICIES
-from rl_tickets.rl.trainer import ALGOS, SB3Trainer, save_state, seed_for, sidecar
+from rl_tickets.rl.trainer import SB3Trainer
+from rl_tickets.seeds import seed_for
 from rl_tickets.sparsity.masks import Mask, read_mask, save_mask, set_masks
 
 REPO = Path(__file__).resolve().parents[1]

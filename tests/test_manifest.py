@@ -15,7 +15,8 @@ from test_runner import Killed, all_masks, spy, tiny_cfg, tree
 from tiny import levels_without_time
 
 from rl_tickets.chain.manifest import MARKER, REJECTED, problem, write_complete
-from rl_tickets.chain.runner import ChainPaths, Runner
+from rl_tickets.chain.runner import Runner
+from rl_tickets.chain.store import ChainPaths
 from rl_tickets.config import ConfigError
 
 EVERYTHING = [(0, "ticket"), (1, "ticket"), (1, "reinit"), (2, "ticket"), (2, "reinit")]

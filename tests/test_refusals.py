@@ -139,12 +139,12 @@ def test_a_full_disk_mid_run_is_one_line_and_leaves_nothing_marked_complete(
     tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """ENOSPC while a level is saved: one line, exit 2, and the level stays a .partial (a rerun retrains it)."""
-    from rl_tickets.chain import runner
+    from rl_tickets.chain import levels
 
     def full(*args: object, **kwargs: object) -> None:
         raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC), "mask.pt")
 
-    monkeypatch.setattr(runner, "save_mask", full)
+    monkeypatch.setattr(levels, "save_mask", full)
     root = tmp_path / "results"
     line = refused(
         root, [f"root={root}", *TINY, "algo.hyperparams.n_steps=32", "prune.levels=0"], capsys, monkeypatch

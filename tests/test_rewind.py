@@ -20,13 +20,15 @@ from stable_baselines3.common.save_util import load_from_pkl, load_from_zip_file
 from stable_baselines3.common.vec_env import DummyVecEnv, VecNormalize
 from tiny import tiny_config
 
-from rl_tickets.chain.runner import ChainPaths, Runner
+from rl_tickets.chain.runner import Runner
+from rl_tickets.chain.store import ChainPaths
 from rl_tickets.config import (
     Config,
     PruneConfig,
     RewindConfig,
 )
-from rl_tickets.rl.trainer import SB3Trainer, seed_for
+from rl_tickets.rl.trainer import SB3Trainer
+from rl_tickets.seeds import seed_for
 from rl_tickets.sparsity.masks import load_mask, online_name
 
 PPO_STEPS, PPO_ENVS = 32, 2  # one rollout = 64 environment steps

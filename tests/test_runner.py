@@ -19,7 +19,8 @@ from tiny import levels_without_time, tiny_config
 
 from rl_tickets.chain import identity
 from rl_tickets.chain.identity import chain_identity, dense_identity, digest
-from rl_tickets.chain.runner import COMPLETE, ChainPaths, Runner
+from rl_tickets.chain.runner import Runner
+from rl_tickets.chain.store import COMPLETE, ChainPaths
 from rl_tickets.config import (
     AlgoConfig,
     Config,
@@ -33,7 +34,8 @@ from rl_tickets.config import (
     TrainConfig,
 )
 from rl_tickets.level import CurveSink, LevelOutcome, LevelPlan
-from rl_tickets.rl.trainer import SB3Trainer, seed_for
+from rl_tickets.rl.trainer import SB3Trainer
+from rl_tickets.seeds import seed_for
 from rl_tickets.sparsity.masks import load_mask
 
 BUDGET, K = 192, 64

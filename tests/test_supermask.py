@@ -12,7 +12,8 @@ import pytest
 import torch
 from tiny import tiny_config
 
-from rl_tickets.chain.runner import ChainPaths, Runner
+from rl_tickets.chain.runner import Runner
+from rl_tickets.chain.store import ChainPaths
 from rl_tickets.config import Config, ConfigError, PruneConfig, RewindConfig, SupermaskConfig, validate
 from rl_tickets.level import CurveSink, LevelOutcome, LevelPlan
 from rl_tickets.rl.trainer import SB3Trainer

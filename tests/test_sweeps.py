@@ -14,7 +14,8 @@ import pytest
 from rl_tickets.chain.runner import Runner
 from rl_tickets.config import Config
 from rl_tickets.report import main as report_main
-from rl_tickets.rl.trainer import SB3Trainer, seed_for
+from rl_tickets.rl.trainer import SB3Trainer
+from rl_tickets.seeds import seed_for
 
 TINY = [
     "logger.mode=disabled",

@@ -17,11 +17,13 @@ from tiny import levels_without_time, tiny_config
 from torch import nn
 
 from rl_tickets.chain.manifest import marker_digest
-from rl_tickets.chain.runner import ChainPaths, Mirror, Runner, default_trainer
+from rl_tickets.chain.runner import Mirror, Runner
+from rl_tickets.chain.store import ChainPaths
 from rl_tickets.chain.workers import Task, WorkerPool, threads_per_worker
 from rl_tickets.config import Config, PruneConfig, RewindConfig
 from rl_tickets.sparsity.masks import attach_masks, enforce_after_steps, load_mask, set_masks
 from rl_tickets.timing import TIME_KEYS, Stopwatch
+from rl_tickets.trainers import build_trainer
 
 HYPERPARAMS = {"n_steps": 64, "batch_size": 32, "n_epochs": 1}
 
@@ -54,7 +56,7 @@ def test_every_level_records_a_consistent_time_breakdown(tmp_path: Path) -> None
     cfg = chain_cfg(tmp_path, controls=["reinit", "supermask"])
     cfg.prune.levels, cfg.supermask.samples = 1, 2
     mirror = Rows()
-    chain = Runner(cfg, default_trainer(cfg), [mirror]).run()
+    chain = Runner(cfg, build_trainer(cfg), [mirror]).run()
     paths = ChainPaths.of(cfg)
     table = {(int(r["level"]), r["variant"]): r for r in csv.DictReader(open(chain / "levels.csv"))}
     assert set(table) == {(0, "ticket"), (1, "ticket"), (1, "reinit"), (1, "supermask")}
@@ -112,10 +114,10 @@ def model_tensors(path: Path) -> dict[str, torch.Tensor]:
 
 def test_two_workers_give_the_results_of_one(tmp_path: Path) -> None:
     serial, parallel = chain_cfg(tmp_path / "serial"), chain_cfg(tmp_path / "parallel", workers=2)
-    Runner(serial, default_trainer(serial)).run()
+    Runner(serial, build_trainer(serial)).run()
     mirror = Rows()
     with mock.patch.object(WorkerPool, "run", autospec=True, side_effect=WorkerPool.run) as run:
-        Runner(parallel, default_trainer(parallel), [mirror]).run()
+        Runner(parallel, build_trainer(parallel), [mirror]).run()
     # Every pruned level's variants went through the pool, tickets first among those ready; a control
     # at L waits only for the ticket at L-1 (which decides the mask at L), so it trains beside the ticket at L.
     tasks = {t.key: t.after for t in run.call_args.args[1]}

@@ -14,7 +14,7 @@ import pytest
 import torch
 from wandb_records import history_rows, of_type, offline_runs
 
-from rl_tickets.chain.runner import ChainPaths
+from rl_tickets.chain.store import ChainPaths
 from rl_tickets.config import Config, LoggerConfig
 from rl_tickets.task_sections import OTHER_TASK_KEYS
 from rl_tickets.tracking.mirror import RunInfo, WandbMirror, run_info

@@ -9,7 +9,7 @@ from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
-from rl_tickets.chain.runner import TIME_COLUMNS
+from rl_tickets.chain.tables import TIME_COLUMNS
 from rl_tickets.config import (
     AlgoConfig,
     Config,

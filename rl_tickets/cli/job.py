@@ -9,49 +9,22 @@ from __future__ import annotations
 import csv
 import logging
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
 import torch
 
-from rl_tickets.chain.runner import ChainPaths, Mirror, Runner
+from rl_tickets.chain.runner import Mirror, Runner
+from rl_tickets.chain.store import ChainPaths
 from rl_tickets.cli.console import fmt_value, say, text_table
 from rl_tickets.cli.preflight import check_network, check_values
 from rl_tickets.cli.resume import resuming_line
 from rl_tickets.cli.stops import exit_code
 from rl_tickets.config import Config, ConfigError, display_name, validate
-from rl_tickets.level import Trainer
-from rl_tickets.rl.trainer import seed_for
+from rl_tickets.trainers import UserError, build_trainer
 
 log = logging.getLogger(__name__)
-
-
-class UserError(Exception):
-    """An error the user can fix (missing data, ...); printed as one line."""
-
-
-def _rl_trainer(cfg: Config) -> Trainer:
-    """The SB3 trainer for ``task=rl``."""
-    from rl_tickets.rl.trainer import SB3Trainer
-
-    return SB3Trainer(
-        cfg.algo, cfg.env, cfg.train.timesteps, cfg.eval, cfg.device, seed_for(cfg.seed, "eval")
-    )
-
-
-def _supervised_trainer(cfg: Config) -> Trainer:
-    """The supervised trainer for ``task=supervised`` (loads the data now, so missing data fails early)."""
-    from rl_tickets.supervised.data import MissingDataError
-    from rl_tickets.supervised.trainer import SupervisedTrainer
-
-    try:
-        return SupervisedTrainer(cfg.model, cfg.data, cfg.train, cfg.eval, cfg.device, cfg.seed)
-    except MissingDataError as error:
-        raise UserError(str(error)) from None
-
-
-TRAINERS: dict[str, Callable[[Config], Trainer]] = {"rl": _rl_trainer, "supervised": _supervised_trainer}
 
 
 class Progress(Mirror):
@@ -170,7 +143,7 @@ def run_job(cfg: Config, multirun: bool = False, live: bool = False) -> Path:
     validate(cfg)
     check_values(cfg)
     torch.set_num_threads(threads_for(cfg, multirun))
-    trainer = TRAINERS[cfg.task](cfg)
+    trainer = build_trainer(cfg)
     check_network(cfg, trainer)  # builds the network once: every refusal comes before level 0 trains
     log.info(f"device: {getattr(trainer, 'device', cfg.device)} (device={cfg.device})")
     mirror = None

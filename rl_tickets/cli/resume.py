@@ -13,7 +13,7 @@ import shlex
 from collections.abc import Sequence
 
 from rl_tickets.chain.identity import chain_identity
-from rl_tickets.chain.runner import PARTIAL, TICKET, ChainPaths, is_complete
+from rl_tickets.chain.store import PARTIAL, TICKET, ChainPaths, is_complete
 from rl_tickets.config import Config
 
 

@@ -30,7 +30,7 @@ def sweep_chain_dirs(sweep_dir: Path) -> list[Path]:
 
     :param sweep_dir: Hydra's sweep directory (one subdirectory per job).
     """
-    from rl_tickets.chain.runner import ChainPaths
+    from rl_tickets.chain.store import ChainPaths
 
     chains: dict[Path, None] = {}  # insertion-ordered set: jobs in their order
     for saved in sorted(sweep_dir.glob("*/.hydra/config.yaml")):

@@ -13,9 +13,10 @@ from stable_baselines3.common.policies import BasePolicy
 from stable_baselines3.common.save_util import load_from_zip_file
 
 from rl_tickets.chain.manifest import problem
-from rl_tickets.chain.runner import COMPLETE, is_complete
+from rl_tickets.chain.store import COMPLETE, is_complete
+from rl_tickets.rl.agents import ALGOS
+from rl_tickets.rl.checkpoints import sidecar
 from rl_tickets.rl.policies import POLICIES
-from rl_tickets.rl.trainer import ALGOS, sidecar
 
 
 class ExportError(ValueError):

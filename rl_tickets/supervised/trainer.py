@@ -1,6 +1,6 @@
 """The supervised trainer: LeNet-300-100 and Conv-2/4/6 classifiers (Frankle & Carbin 2019).
 
-The second client of the runner, beside :mod:`.sb3`: the same masks, pruning, rewinding, controls
+The second client of the engine, beside :mod:`rl_tickets.rl.trainer`: the same masks, pruning, rewinding, controls
 and results layout, with a plain PyTorch loop that reads top to bottom in :meth:`SupervisedTrainer.train`.
 
 - **Data** lives on the device as whole tensors (moved once, in the constructor); minibatches are
@@ -24,9 +24,8 @@ and results layout, with a plain PyTorch loop that reads top to bottom in :meth:
 
 from __future__ import annotations
 
-import math
 import time
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -35,81 +34,13 @@ import torch.nn.functional as F
 from torch import nn
 
 from rl_tickets.config import ConfigError, DataConfig, EvalConfig, ModelConfig, TrainConfig
-from rl_tickets.level import CurveSink, LevelOutcome, LevelPlan
-from rl_tickets.sparsity.masks import (
-    Mask,
-    attach_masks,
-    enforce_after_steps,
-    prunable_names,
-    read_mask,
-    set_masks,
-)
-from rl_tickets.supervised.data import Dataset, Split, load_dataset
+from rl_tickets.level import CurveSink, LevelOutcome, LevelPlan, MaskSchedule
+from rl_tickets.sparsity.masks import Mask, prunable_names, read_mask, set_masks
+from rl_tickets.supervised.data import Dataset, load_dataset
 from rl_tickets.supervised.models import MODELS, build_model
+from rl_tickets.supervised.networks import OPTIMIZERS, Networks, pick_device
+from rl_tickets.supervised.steps import evaluate, minibatches
 from rl_tickets.timing import Stopwatch
-
-CHECKPOINT_FORMAT = "rl_tickets.supervised/1"
-# Evaluation batch: large enough to amortise Python, small enough that Conv-2's first activations
-# (chunk x 64 x 32 x 32 floats) stay near 100 MB.
-EVAL_CHUNK = 500
-
-OPTIMIZERS: dict[str, Callable[[Iterable[nn.Parameter], float], torch.optim.Optimizer]] = {
-    # The paper's choice for LeNet and Conv-2/4/6.
-    "adam": lambda params, lr: torch.optim.Adam(params, lr=lr),
-    # Its SGD ablations use momentum 0.9.
-    "sgd": lambda params, lr: torch.optim.SGD(params, lr=lr, momentum=0.9),
-}
-
-
-def pick_device(device: str) -> torch.device:
-    """``auto`` means CUDA when available, else the CPU; anything else is taken as given.
-
-    :param device: auto, cpu, cuda or cuda:N.
-    """
-    if device == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    return torch.device(device)
-
-
-def minibatches(
-    split: Split, batch_size: int, generator: torch.Generator
-) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
-    """Endless minibatches drawn on the split's device: a new permutation each epoch, full batches only.
-
-    Dropping an epoch's last partial batch keeps every step at ``batch_size``; the next epoch's new
-    permutation gives the dropped samples their turn.
-
-    :param split: images and labels, already on the training device.
-    :param batch_size: samples per batch (capped at the split's size).
-    :param generator: a seeded generator on the split's device.
-    """
-    n = len(split)
-    size = min(batch_size, n)
-    while True:
-        order = torch.randperm(n, generator=generator, device=split.y.device)
-        for index in order[: n - n % size].split(size):
-            yield split.x.index_select(0, index), split.y.index_select(0, index)
-
-
-@torch.no_grad()
-def evaluate(model: nn.Module, split: Split, chunk: int = EVAL_CHUNK) -> tuple[float, float]:
-    """Mean cross-entropy and accuracy over a whole split, in chunks, without gradients.
-
-    :param model: the classifier (put in eval mode here, back in train mode after).
-    :param split: the split, on the model's device.
-    :param chunk: samples per forward pass.
-    """
-    model.eval()
-    loss = torch.zeros((), device=split.y.device)
-    correct = torch.zeros((), dtype=torch.long, device=split.y.device)
-    for start in range(0, len(split), chunk):
-        logits = model(split.x[start : start + chunk])
-        labels = split.y[start : start + chunk]
-        loss += F.cross_entropy(logits, labels, reduction="sum")
-        correct += (logits.argmax(dim=1) == labels).sum()
-    model.train()
-    n = max(1, len(split))
-    return float(loss) / n, int(correct) / n
 
 
 class SupervisedTrainer:
@@ -152,14 +83,7 @@ class SupervisedTrainer:
             the benchmark passes ``time.process_time`` to see through other jobs' load).
         :raises MissingDataError: if the dataset's files are missing and cannot be downloaded.
         """
-        if model.name not in MODELS:
-            raise ConfigError(f"model.name={model.name!r} is not valid; choose one of: {', '.join(MODELS)}")
-        if train.optimizer not in OPTIMIZERS:
-            raise ConfigError(
-                f"train.optimizer={train.optimizer!r} is not valid; choose one of: {', '.join(OPTIMIZERS)}"
-            )
-        if train.batch_size <= 0 or train.lr <= 0:
-            raise ConfigError(f"train.batch_size={train.batch_size} and train.lr={train.lr} must be > 0")
+        check_settings(model, train)
         self.model_name, self.train_cfg, self.evaluation = model.name, train, evaluation
         self.budget, self.clock = train.iterations, clock
         self.device = pick_device(device)
@@ -169,72 +93,14 @@ class SupervisedTrainer:
         if empty:
             raise ConfigError(f"data={dataset.name} has empty split(s) {empty}; use a larger dataset")
         self.input_shape, self.num_classes = tuple(dataset.input_shape), dataset.num_classes
+        self.nets = Networks(model.name, self.input_shape, self.num_classes, train, self.device, dataset.name)
         try:
-            self._skeleton()
+            self.nets.skeleton()
         except ValueError as error:
             raise ConfigError(
                 f"model={model.name} cannot read data={dataset.name} images of shape {self.input_shape}: {error}"
             ) from None
         self.data = dataset.to(self.device)
-
-    # ---- networks and checkpoints --------------------------------------------------------------
-    def _skeleton(self, width_scale: float = 1.0) -> nn.Module:
-        """The network with its mask buffers on the meta device: names and shapes, no memory."""
-        with torch.device("meta"):
-            module = MODELS[self.model_name](self.input_shape, self.num_classes, width_scale=width_scale)
-            attach_masks(module)
-        return module
-
-    def _build(self, seed: int, width_scale: float) -> nn.Module:
-        """A freshly initialised network with (all-ones) masks, on the training device."""
-        model = build_model(self.model_name, self.input_shape, self.num_classes, seed, width_scale)
-        attach_masks(model)
-        return model.to(self.device)
-
-    def _optimizer(self, model: nn.Module) -> torch.optim.Optimizer:
-        """A fresh optimizer over every parameter, at ``train.lr``."""
-        return OPTIMIZERS[self.train_cfg.optimizer](model.parameters(), self.train_cfg.lr)
-
-    def _save(
-        self,
-        path: Path,
-        model: nn.Module,
-        optimizer: torch.optim.Optimizer,
-        step: int,
-        width_scale: float,
-        seed: int,
-    ) -> None:
-        """Write a self-describing checkpoint (see the module docstring)."""
-        torch.save(
-            {
-                "format": CHECKPOINT_FORMAT,
-                "model": self.model_name,
-                "input_shape": list(self.input_shape),
-                "num_classes": self.num_classes,
-                "width_scale": width_scale,
-                "state_dict": model.state_dict(),
-                "optimizer": self.train_cfg.optimizer,
-                "optimizer_state": optimizer.state_dict(),
-                "step": step,
-                "lr": optimizer.param_groups[0]["lr"],
-                "seed": seed,
-                "data": self.data.name,
-            },
-            path,
-        )
-
-    def _read(self, path: Path, device: torch.device | str) -> dict[str, Any]:
-        """Load a checkpoint and check that it holds this trainer's network."""
-        state = torch.load(path, map_location=device, weights_only=True)
-        if not isinstance(state, dict) or state.get("format") != CHECKPOINT_FORMAT:
-            raise ValueError(f"{path} is not a supervised rl_tickets checkpoint ({CHECKPOINT_FORMAT})")
-        found = (state["model"], tuple(state["input_shape"]), state["num_classes"])
-        wanted = (self.model_name, self.input_shape, self.num_classes)
-        if found != wanted:
-            raise ValueError(
-                f"{path} holds {found} (model, input_shape, classes) but this trainer has {wanted}"
-            )
-        return state
 
     def snapshot_path(self, out: Path, step: int) -> Path:
         """``init.pt`` for step 0, else ``rewind.pt``: the dense run's saved states.
@@ -245,44 +111,6 @@ class SupervisedTrainer:
         return out / ("init.pt" if step == 0 else "rewind.pt")
 
     # ---- one level ------------------------------------------------------------------------------
-    def _start(self, plan: LevelPlan) -> tuple[nn.Module, torch.optim.Optimizer, int, float]:
-        """Build or load the network and optimizer exactly as the plan says.
-
-        :return: model, optimizer (masks enforced after each step), step counter, width factor.
-        """
-        if plan.start is None:
-            model = self._build(plan.seed, plan.width_scale)
-            optimizer, step, width_scale = self._optimizer(model), 0, plan.width_scale
-        else:
-            state = self._read(plan.start, self.device)
-            width_scale = float(state["width_scale"])
-            # Uninitialised storage, then a strict load: parameters and mask buffers must all match.
-            model = self._skeleton(width_scale).to_empty(device=self.device)
-            model.load_state_dict(state["state_dict"])
-            optimizer = self._optimizer(model)
-            if plan.restore_optimizer:
-                if state["optimizer"] != self.train_cfg.optimizer:
-                    raise ValueError(
-                        f"{plan.start} holds {state['optimizer']} state; train.optimizer is {self.train_cfg.optimizer}"
-                    )
-                optimizer.load_state_dict(state["optimizer_state"])
-            step = int(state["step"]) if plan.start_step is None else plan.start_step
-        if plan.params:
-            named = dict(model.named_parameters())
-            with torch.no_grad():
-                for name, value in plan.params.items():
-                    named[name].copy_(value.to(self.device))
-        if plan.mask is not None:
-            set_masks(model, plan.mask)
-        # The hook re-zeroes pruned weights after every update: Adam's moments would revive them.
-        # It touches only tensors whose mask prunes something, so a dense level costs nothing.
-        enforce_after_steps(model, [optimizer])
-        # A restored optimizer state carries the lr it was saved with (a fine-tuned level's constant one).
-        lr = self.train_cfg.lr if plan.constant_lr is None else plan.constant_lr
-        for group in optimizer.param_groups:
-            group["lr"] = lr
-        return model, optimizer, step, width_scale
-
     def train(self, plan: LevelPlan, out: Path, curve_sink: CurveSink | None = None) -> LevelOutcome:
         """Train one level; writes ``model.pt`` and, for a dense run, ``init.pt`` / ``rewind.pt``.
 
@@ -291,10 +119,10 @@ class SupervisedTrainer:
         :param curve_sink: receives every evaluation row while training.
         """
         watch = Stopwatch(self.clock)
-        model, optimizer, step, width_scale = self._start(plan)
+        model, optimizer, step, width_scale = self.nets.start(plan)
         if plan.start is None and plan.snapshot_step is not None:
             with watch.section("save"):
-                self._save(self.snapshot_path(out, 0), model, optimizer, 0, width_scale, plan.seed)
+                self.nets.save(self.snapshot_path(out, 0), model, optimizer, 0, width_scale, plan.seed)
         generator = torch.Generator(device=self.device).manual_seed(plan.seed)
         batches = minibatches(self.data.train, self.train_cfg.batch_size, generator)
         every, first, end = self.evaluation.every, step, step + plan.steps
@@ -327,17 +155,13 @@ class SupervisedTrainer:
             while step < end:
                 if plan.snapshot_step and step == plan.snapshot_step:
                     with watch.section("save"):
-                        self._save(
+                        self.nets.save(
                             self.snapshot_path(out, step), model, optimizer, step, width_scale, plan.seed
                         )
                     snapshot_taken = step
                 if plan.mask_schedule is not None and plan.mask_schedule_every > 0:
                     if step % plan.mask_schedule_every == 0:
-                        weights = dict(model.named_parameters())
-                        names = prunable_names(model, include_biases=True)
-                        mask = plan.mask_schedule(step, {n: weights[n].detach().cpu() for n in names})
-                        if mask is not None:
-                            set_masks(model, mask)
+                        update_mask(model, plan.mask_schedule, step)
                 images, labels = next(batches)
                 loss = F.cross_entropy(model(images), labels)
                 optimizer.zero_grad(set_to_none=True)
@@ -351,35 +175,22 @@ class SupervisedTrainer:
         if curve[-1]["step"] != step:
             record()
         with watch.section("save"):
-            self._save(out / self.checkpoint_name, model, optimizer, step, width_scale, plan.seed)
+            self.nets.save(out / self.checkpoint_name, model, optimizer, step, width_scale, plan.seed)
 
         if plan.snapshot_step and snapshot_taken is None:
             raise RuntimeError(f"training ended at iteration {step} before rewind.step={plan.snapshot_step}")
-        # Early stopping on validation loss only (ties: the earliest iteration).
-        best = min(curve, key=lambda row: row["val/loss"])
-        final = curve[-1]
-        metrics = {
-            "iterations": step - first,
-            "early_stop_iteration": best["step"],
-            "test_accuracy_at_early_stop": best["test/accuracy"],
-            "test_accuracy": final["test/accuracy"],
-            "val_loss_min": best["val/loss"],
-        }
-        extra: dict[str, Any] = {
+        lr = optimizer.param_groups[0]["lr"]
+        mask = read_mask(model) if plan.mask_schedule is not None else None
+        facts = {
             "start_step": first,
             "end_step": step,
             "seed": plan.seed,
-            "lr": optimizer.param_groups[0]["lr"],
+            "lr": lr,
             "width_scale": width_scale,
-            "val_accuracy_at_early_stop": best["val/accuracy"],
-            "val_accuracy": final["val/accuracy"],
         }
         if snapshot_taken is not None:
-            extra["snapshot_step"] = snapshot_taken
-        mask = read_mask(model) if plan.mask_schedule is not None else None
-        return LevelOutcome(
-            metrics=metrics, curve=curve, mask=mask, extra=extra, time=watch.record(("train", "eval", "save"))
-        )
+            facts["snapshot_step"] = snapshot_taken
+        return level_outcome(curve, facts, mask, watch.record(("train", "eval", "save")))
 
     # ---- weights for pruning and controls -------------------------------------------------------
     def load_params(self, checkpoint: Path) -> dict[str, torch.Tensor]:
@@ -387,8 +198,8 @@ class SupervisedTrainer:
 
         :param checkpoint: a ``.pt`` written by this trainer.
         """
-        state = self._read(checkpoint, "cpu")["state_dict"]
-        return {n: state[n].clone() for n, _ in self._skeleton().named_parameters()}
+        state = self.nets.read(checkpoint, "cpu")["state_dict"]
+        return {n: state[n].clone() for n, _ in self.nets.skeleton().named_parameters()}
 
     def fresh_params(self, seed: int, width_scale: float = 1.0) -> dict[str, torch.Tensor]:
         """All parameters of a freshly initialised network (Gaussian Glorot, zero biases), CPU.
@@ -405,21 +216,15 @@ class SupervisedTrainer:
         :param params: parameters by name.
         :param include_biases: include biases.
         """
-        return [n for n in prunable_names(self._skeleton(), include_biases) if n in params]
+        return [n for n in prunable_names(self.nets.skeleton(), include_biases) if n in params]
 
     def describe(self) -> dict[str, Any]:
         """Input layer (LeNet's first Linear reads pixels; none for conv nets), sizes and shapes."""
-        skeleton = self._skeleton()
-        names = prunable_names(skeleton)
-        weights = dict(skeleton.named_parameters())
-        first = weights[names[0]]
-        reads_pixels = first.dim() == 2 and first.shape[1] == math.prod(self.input_shape)
         return {
-            "input_layers": [names[0]] if reads_pixels else [],
+            **self.nets.describe(),
             "actor_layers": [],
             "critic_layers": [],
             "observation_names": None,
-            "weights_total": sum(weights[n].numel() for n in names),
             "input_shape": list(self.input_shape),
             "num_classes": self.num_classes,
             "split_sizes": {s: len(getattr(self.data, s)) for s in ("train", "val", "test")},
@@ -433,7 +238,7 @@ class SupervisedTrainer:
         :param mask: the mask applied before evaluating.
         :param start: unused (no input statistics to restore).
         """
-        model = self._build(0, 1.0)
+        model = self.nets.build(0, 1.0)
         named = dict(model.named_parameters())
         with torch.no_grad():
             for name, value in params.items():
@@ -455,3 +260,64 @@ class SupervisedTrainer:
             "test_accuracy_std": std,
             "test_accuracy_max": best,
         }
+
+
+def level_outcome(
+    curve: list[dict[str, Any]], facts: dict[str, Any], mask: Mask | None, spent: dict[str, float]
+) -> LevelOutcome:
+    """A level's metrics from its evaluation curve: early stopping on validation loss only (Frankle &
+    Carbin 2019; ties: the earliest iteration); the test set is only read.
+
+    :param curve: the level's evaluation rows (``step``, ``val/loss``, ``val/accuracy``, ``test/accuracy``).
+    :param facts: ``start_step``, ``end_step``, ``seed``, ``lr``, ``width_scale`` and, for a dense
+        run, ``snapshot_step`` (metrics.json's ``extra``).
+    :param mask: the final mask of a gradual level (None: the plan's mask).
+    :param spent: seconds per section.
+    """
+    best = min(curve, key=lambda row: row["val/loss"])
+    final = curve[-1]
+    metrics = {
+        "iterations": facts["end_step"] - facts["start_step"],
+        "early_stop_iteration": best["step"],
+        "test_accuracy_at_early_stop": best["test/accuracy"],
+        "test_accuracy": final["test/accuracy"],
+        "val_loss_min": best["val/loss"],
+    }
+    snapshot = {k: facts[k] for k in ("snapshot_step",) if k in facts}
+    extra: dict[str, Any] = {
+        **{k: facts[k] for k in ("start_step", "end_step", "seed", "lr", "width_scale")},
+        "val_accuracy_at_early_stop": best["val/accuracy"],
+        "val_accuracy": final["val/accuracy"],
+        **snapshot,
+    }
+    return LevelOutcome(metrics=metrics, curve=curve, mask=mask, extra=extra, time=spent)
+
+
+def check_settings(model: ModelConfig, train: TrainConfig) -> None:
+    """Refuse an unknown network or optimizer, or a batch size or learning rate that is not positive.
+
+    :param model: the network.
+    :param train: batch size, learning rate, optimizer.
+    """
+    if model.name not in MODELS:
+        raise ConfigError(f"model.name={model.name!r} is not valid; choose one of: {', '.join(MODELS)}")
+    if train.optimizer not in OPTIMIZERS:
+        raise ConfigError(
+            f"train.optimizer={train.optimizer!r} is not valid; choose one of: {', '.join(OPTIMIZERS)}"
+        )
+    if train.batch_size <= 0 or train.lr <= 0:
+        raise ConfigError(f"train.batch_size={train.batch_size} and train.lr={train.lr} must be > 0")
+
+
+def update_mask(model: nn.Module, schedule: MaskSchedule, step: int) -> None:
+    """Gradual pruning: ask the schedule for a new mask at ``step`` and apply it.
+
+    :param model: the classifier.
+    :param schedule: the plan's mask schedule.
+    :param step: the iteration counter.
+    """
+    weights = dict(model.named_parameters())
+    names = prunable_names(model, include_biases=True)
+    mask = schedule(step, {n: weights[n].detach().cpu() for n in names})
+    if mask is not None:
+        set_masks(model, mask)

@@ -39,7 +39,7 @@ from rl_tickets.task_sections import for_task
 from rl_tickets.tracking.outage import PROCESS, Outage, server_url
 
 if TYPE_CHECKING:
-    from rl_tickets.chain.runner import ChainPaths
+    from rl_tickets.chain.store import ChainPaths
 
 # Our evaluation keys and SB3 EvalCallback's names for the same numbers (logged under both). The
 # episode-length names cover what a trainer may record; a row without one simply has no length.

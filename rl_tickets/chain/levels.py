@@ -1,0 +1,122 @@
+"""Writing one level: train (or evaluate) it into ``<level>.partial``, record it, then move it in.
+
+A finished level holds its mask (``mask.pt``), ``metrics.json`` (the trainer's metrics, where the
+time went, what the level started from), its evaluation curve and, last, the COMPLETE manifest.
+Each level's metrics.json records where its time went (``time``: train, eval, save, prune, total
+seconds) and ``steps_per_s`` (training alone); levels.csv carries ``train_s``.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+from rl_tickets.chain.context import ChainContext
+from rl_tickets.chain.manifest import write_complete
+from rl_tickets.chain.store import fresh_partial, write_csv
+from rl_tickets.level import CurveSink, LevelOutcome, LevelPlan
+from rl_tickets.sparsity.masks import Mask, save_mask
+from rl_tickets.timing import TIME_KEYS, Stopwatch, steps_per_second
+
+# Builds a level's curve sink from (offset, start_step): the cumulative x-axis of its curves.
+SinkMaker = Callable[[int, int], CurveSink]
+
+
+def train_level(
+    chain: ChainContext, level: int, variant: str, make_plan: Callable[[], LevelPlan], make_sink: SinkMaker
+) -> None:
+    """Train one level of one variant; write it atomically.
+
+    :param chain: the chain.
+    :param level: level number.
+    :param variant: ticket, a control, ``transfer`` or ``gradual``.
+    :param make_plan: builds the level's plan (timed as ``prune``).
+    :param make_sink: the curve sink for this level's (offset, start step).
+    """
+    final = chain.paths.level(level, variant)
+    partial_dir = fresh_partial(final)
+    watch = Stopwatch()
+    started = watch.clock()
+    with watch.section("prune"):
+        plan = make_plan()
+    offset = chain.offset(level, variant)
+    start_step = plan.start_step if plan.start_step is not None else chain.checkpoint_step(plan.start)
+    outcome = chain.trainer.train(plan, partial_dir, make_sink(offset, start_step))
+    mask = outcome.mask if outcome.mask is not None else (plan.mask or chain.dense_mask(plan.width_scale))
+    with watch.section("save"):
+        save_mask(mask, partial_dir / "mask.pt")
+    finish_level(
+        chain, partial_dir, final, level, variant, plan, outcome, mask, watch, watch.clock() - started
+    )
+
+
+def finish_level(
+    chain: ChainContext,
+    partial: Path,
+    final: Path,
+    level: int,
+    variant: str,
+    plan: LevelPlan,
+    outcome: LevelOutcome,
+    mask: Mask,
+    watch: Stopwatch,
+    total_s: float,
+) -> None:
+    """Write metrics and curve (mask.pt is written), then COMPLETE, then move the level into place.
+
+    :param chain: the chain.
+    :param partial: the level's ``.partial`` directory.
+    :param final: the level's final directory.
+    :param level: level number.
+    :param variant: the variant.
+    :param plan: what the level started from.
+    :param outcome: what its training returned.
+    :param mask: its mask (already saved).
+    :param watch: the engine's own sections of this level (``prune``; ``save`` of the mask).
+    :param total_s: seconds from the start of the level's preparation to its mask on disk.
+    """
+    spent = {
+        key: round(outcome.time.get(key, 0.0) + watch.seconds(key.removesuffix("_s")), 4) for key in TIME_KEYS
+    }
+    spent["total_s"] = round(total_s, 4)
+    steps = int(outcome.metrics.get(chain.trainer.unit, 0) or 0)
+    record = {
+        "level": level,
+        "variant": variant,
+        "density": chain.density(mask),
+        **outcome.metrics,
+        "time": spent,
+        "steps_per_s": steps_per_second(steps, spent["train_s"]),
+        "extra": outcome.extra,
+        "plan": describe(plan),
+    }
+    (partial / "metrics.json").write_text(json.dumps(record, indent=2, default=str))
+    if outcome.curve:
+        columns = sorted({k for row in outcome.curve for k in row}, key=lambda k: (k != "step", k))
+        write_csv(partial / "eval_curve.csv", outcome.curve, columns)
+    write_complete(partial, chain.upstream(level, variant))
+    shutil.rmtree(final, ignore_errors=True)
+    partial.replace(final)
+
+
+def describe(plan: LevelPlan) -> dict[str, Any]:
+    """A plan as JSON-friendly facts (what a level started from), recorded in metrics.json.
+
+    :param plan: the level's plan.
+    """
+    return {
+        "start": str(plan.start) if plan.start else None,
+        "start_step": plan.start_step,
+        "steps": plan.steps,
+        "seed": plan.seed,
+        "constant_lr": plan.constant_lr,
+        "hold_step": plan.hold_step,
+        "restore_optimizer": plan.restore_optimizer,
+        "restore_replay_buffer": plan.restore_replay_buffer,
+        "width_scale": plan.width_scale,
+        "params_overridden": plan.params is not None,
+        **plan.record,
+    }

@@ -1,0 +1,30 @@
+"""The task graph of a chain: every (level, variant) after the dense level and what each needs first."""
+
+from __future__ import annotations
+
+from rl_tickets.chain.context import ChainContext
+from rl_tickets.chain.plans import transfer_mask_path
+from rl_tickets.chain.store import TICKET, TRANSFER
+from rl_tickets.chain.workers import Task
+
+
+def chain_tasks(chain: ChainContext) -> list[Task]:
+    """Every (level, variant) after the dense level, in serial order, with what each needs first.
+
+    The ticket at L needs the ticket at L-1. Every other variant at L needs only the ticket's *mask*
+    at L, which the trained ticket at L-1 decides (:func:`rl_tickets.chain.plans.mask_of_ticket`), so
+    it can train beside the ticket at L; and, so that its curves and W&B steps stay in order, its own
+    level L-1.
+
+    :param chain: the chain.
+    """
+    cfg = chain.cfg
+    if cfg.prune.schedule == "gradual":  # one run (level 1); prune.levels=0 trains only the dense net
+        return [Task((1, "gradual"))] if cfg.prune.levels else []
+    tasks = []
+    for level in range(1, cfg.prune.levels + 1):
+        tasks.append(Task((level, TICKET), after=((level - 1, TICKET),)))
+        transfer = [TRANSFER] if cfg.transfer_from and transfer_mask_path(chain, level).exists() else []
+        for variant in [*cfg.controls, *transfer]:
+            tasks.append(Task((level, variant), after=((level - 1, TICKET), (level - 1, variant))))
+    return tasks

@@ -1,0 +1,71 @@
+"""SB3 callbacks and logger writers a level trains with: the rewind snapshot, gradual mask updates,
+and the writer that forwards SB3's log records to the engine's curve sink."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from stable_baselines3.common.callbacks import BaseCallback
+from stable_baselines3.common.logger import KVWriter
+
+from rl_tickets.level import CurveSink, MaskSchedule
+from rl_tickets.rl.checkpoints import save_state
+from rl_tickets.sparsity.masks import online_weights, set_masks
+from rl_tickets.timing import Stopwatch
+
+
+class Snapshot(BaseCallback):
+    """Save the full training state at the first rollout start with ``num_timesteps >= step``.
+
+    At rollout start the previous ``train()`` has run, so the state equals what a level restarting
+    from here will see (taking it in ``_on_step`` would skip one update).
+    """
+
+    def __init__(self, step: int, path: Path, with_replay: bool, watch: Stopwatch) -> None:
+        super().__init__()
+        self.step, self.path, self.with_replay, self.taken_at = step, path, with_replay, None
+        self.watch = watch
+
+    def _on_rollout_start(self) -> None:
+        if self.taken_at is None and self.model.num_timesteps >= self.step:
+            with self.watch.section("save"):
+                save_state(self.model, self.path, self.with_replay)
+            self.taken_at = self.model.num_timesteps
+
+    def _on_step(self) -> bool:
+        return True
+
+
+class MaskUpdates(BaseCallback):
+    """Gradual pruning: every ``every`` steps ask the schedule for a new mask and apply it."""
+
+    def __init__(self, schedule: MaskSchedule, every: int) -> None:
+        super().__init__()
+        self.schedule, self.every, self.last = schedule, every, -1
+
+    def _on_step(self) -> bool:
+        step = self.model.num_timesteps
+        if step // self.every != self.last:
+            self.last = step // self.every
+            policy = self.model.policy
+            mask = self.schedule(step, online_weights(policy, include_biases=True))
+            if mask is not None:
+                set_masks(policy, mask)
+        return True
+
+
+class SinkWriter(KVWriter):
+    """Forward SB3's logger records (rollout/*, train/*) to the runner's curve sink."""
+
+    def __init__(self, sink: CurveSink) -> None:
+        self.sink = sink
+
+    def write(self, key_values: dict[str, Any], key_excluded: dict[str, Any], step: int = 0) -> None:
+        """Send the numeric values of one dump."""
+        row = {
+            k: float(v)
+            for k, v in key_values.items()
+            if isinstance(v, int | float) and not isinstance(v, bool)
+        }
+        self.sink({"step": step, **row})
