@@ -15,8 +15,8 @@ import pandas as pd
 
 from rl_tickets.report import stats, tables
 from rl_tickets.report.formatting import fmt_density, md_table
-from rl_tickets.report.loading import DENSE, variant_order
 from rl_tickets.report.markdown import verdict_cell
+from rl_tickets.report.records import DENSE, variant_order
 
 
 def main() -> None:

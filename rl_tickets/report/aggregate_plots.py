@@ -12,8 +12,8 @@ from matplotlib.figure import Figure
 from rl_tickets.report.crossenv import Aggregate
 from rl_tickets.report.curve_plots import panel_levels
 from rl_tickets.report.formatting import fmt_density
-from rl_tickets.report.loading import variant_order
 from rl_tickets.report.plots import percent_density_axis
+from rl_tickets.report.records import variant_order
 
 BOOTSTRAP_NOTE = "band: 95% stratified-bootstrap CI (seeds resampled per environment)"
 PROFILE_PANELS = 4

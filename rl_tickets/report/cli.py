@@ -34,7 +34,7 @@ from rl_tickets.report.crossenv import NORMALISATIONS, compute, find_aggregates
 from rl_tickets.report.curve_plots import plot_learning_curves
 from rl_tickets.report.curves import curve_table, level_densities, sources_of, step_unit
 from rl_tickets.report.formatting import safe_name
-from rl_tickets.report.loading import TICKET, Experiment, discover
+from rl_tickets.report.loading import discover
 from rl_tickets.report.markdown import (
     aggregate_markdown,
     aggregates_index,
@@ -45,6 +45,7 @@ from rl_tickets.report.markdown import (
 )
 from rl_tickets.report.masks import analyse_masks, has_mask_plot, masks_markdown
 from rl_tickets.report.plots import plot_masks, plot_metric_vs_density, plot_name
+from rl_tickets.report.records import TICKET, Experiment
 from rl_tickets.report.tables import (
     DEFAULT_MIN_SEEDS,
     ReportOptions,

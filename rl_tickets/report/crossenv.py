@@ -26,7 +26,7 @@ import numpy as np
 import pandas as pd
 
 from rl_tickets.report import aggregates
-from rl_tickets.report.loading import TICKET, Experiment, variant_order
+from rl_tickets.report.records import TICKET, Experiment, variant_order
 from rl_tickets.report.tables import per_seed_table
 
 NORMALISATIONS = ("minmax", "dense")

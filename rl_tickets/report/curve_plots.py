@@ -11,7 +11,7 @@ from matplotlib.figure import Figure
 
 from rl_tickets.report.curves import CurveSource
 from rl_tickets.report.formatting import BAND_NOTE, fmt_density, seeds_label
-from rl_tickets.report.loading import TICKET, variant_order
+from rl_tickets.report.records import TICKET, variant_order
 
 # More panels than this are unreadable: show level 0 and evenly spaced levels down to the sparsest.
 MAX_PANELS = 12

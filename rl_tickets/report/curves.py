@@ -14,7 +14,6 @@ long) by linear interpolation inside each seed's own range, never beyond it.
 
 from __future__ import annotations
 
-import re
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -23,7 +22,7 @@ import numpy as np
 import pandas as pd
 
 from rl_tickets.report import aggregates
-from rl_tickets.report.loading import TICKET, Chain, Experiment, read_csv, variant_order, warn
+from rl_tickets.report.records import TICKET, Experiment, level_dirs, read_csv, variant_order, warn
 
 CURVE_COLUMNS = ["source", "level", "variant", "density", "step", "n", "mean", "ci_low", "ci_high", "metric"]
 # Beyond this many distinct steps (e.g. SB3 logging every rollout), seeds meet on an even grid.
@@ -78,36 +77,6 @@ def step_unit(exp: Experiment) -> str:
 def sources_of(exp: Experiment) -> tuple[CurveSource, ...]:
     """The curve sources of an experiment's task."""
     return SUPERVISED_SOURCES if exp.is_supervised else RL_SOURCES
-
-
-def dense_dir(chain: Chain) -> Path | None:
-    """The chain's dense level-0 directory (``ROOT/dense/<hash>/seed_<s>``), or ``None``.
-
-    ``meta.json`` records it as the run saw it, possibly relative to another working directory or
-    under a root since moved: then the same ``dense/<hash>/seed_<s>`` under this chain's root.
-    """
-    recorded = chain.meta.get("dense_dir")
-    if not recorded:
-        return None
-    path = Path(str(recorded))
-    if path.is_dir():
-        return path
-    moved = chain.path.parents[2].joinpath(*path.parts[-3:])
-    return moved if moved.is_dir() else None
-
-
-def level_dirs(chain: Chain) -> dict[tuple[int, str], Path]:
-    """Every finished-or-running ``(level, variant)`` directory of a chain (``.partial``, levels moved
-    aside as ``.corrupt-*`` and damaged levels excluded)."""
-    found: dict[tuple[int, str], Path] = {}
-    dense = dense_dir(chain)
-    if dense is not None and (dense / "level_00" / TICKET).is_dir():
-        found[(0, TICKET)] = dense / "level_00" / TICKET
-    for directory in sorted(chain.path.glob("level_*/*")):
-        match = re.fullmatch(r"level_(\d+)", directory.parent.name)
-        if match and directory.is_dir() and "." not in directory.name:  # not .partial, .corrupt-*
-            found.setdefault((int(match.group(1)), directory.name), directory)
-    return {key: path for key, path in found.items() if key not in chain.damaged}
 
 
 def _series(directory: Path, source: CurveSource) -> pd.Series | None:

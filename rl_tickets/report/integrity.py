@@ -17,8 +17,7 @@ import pandas as pd
 
 from rl_tickets.chain.identity import digest
 from rl_tickets.chain.manifest import MARKER, problem, upstream_key
-from rl_tickets.report.curves import dense_dir, level_dirs
-from rl_tickets.report.loading import Chain, warn
+from rl_tickets.report.records import Chain, dense_dir, level_dirs, warn
 
 
 def identity_mismatch(directory: Path) -> str | None:

@@ -12,8 +12,8 @@ import pandas as pd
 from rl_tickets.report import stats
 from rl_tickets.report.crossenv import Aggregate
 from rl_tickets.report.formatting import fmt_density, fmt_num, fmt_p, md_table, safe_name
-from rl_tickets.report.loading import DENSE, Experiment, variant_order
 from rl_tickets.report.plots import plot_name
+from rl_tickets.report.records import DENSE, Experiment, variant_order
 from rl_tickets.report.tables import UNTRAINED_MASKS, ReportOptions
 
 

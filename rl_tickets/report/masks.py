@@ -15,7 +15,7 @@ import pandas as pd
 import torch
 
 from rl_tickets.report.formatting import fmt_density, md_table
-from rl_tickets.report.loading import TICKET, Chain, Experiment, warn
+from rl_tickets.report.records import TICKET, Chain, Experiment, warn
 
 
 def mask_levels(chain: Chain, variant: str = TICKET) -> list[int]:

@@ -16,8 +16,8 @@ from matplotlib.figure import Figure
 from matplotlib.ticker import FixedLocator, MaxNLocator, NullLocator
 
 from rl_tickets.report.formatting import BAND_NOTE, percent_formatter, percent_log_y, seeds_label
-from rl_tickets.report.loading import TICKET, Experiment, variant_order
 from rl_tickets.report.masks import MaskAnalysis
+from rl_tickets.report.records import TICKET, Experiment, variant_order
 from rl_tickets.sparsity.supermask import SUPERMASK_CONTROLS
 
 LEVEL_MARKERS = ("o", "s", "^", "D", "v", "P", "X", "<", ">", "h")

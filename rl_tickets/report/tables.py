@@ -9,7 +9,7 @@ import numpy as np
 import pandas as pd
 
 from rl_tickets.report import stats
-from rl_tickets.report.loading import DENSE, TICKET, Experiment, variant_order, warn
+from rl_tickets.report.records import DENSE, TICKET, Experiment, variant_order, warn
 from rl_tickets.sparsity.supermask import SUPERMASK_CONTROLS
 
 # Five seeds at least: below that a verdict rests on too little (and the sign-flip test needs six).
