@@ -4,10 +4,13 @@
 
 Each cell draws ``--draws`` paired samples of n seeds from one family and counts how often
 :func:`rl_tickets.report.stats.paired_verdicts` (the tests of ``paired_verdict``, default t-test,
-alpha 0.05, margin 5% of the dense mean) gives the counted verdict. Error cells have a limit: the
+alpha 0.05, the margin column's fraction of the dense mean) gives the counted verdict. Error cells have a limit: the
 nominal rate (alpha/2 for each one-sided verdict, alpha for "better or worse"); a cell fails when
 its rate exceeds the limit by more than 3 binomial standard errors of the simulation. Returns are on
 CartPole's scale: cap 500, floor 10, and ``bounds=(10, 500)`` where the row says so.
+
+Then: the seeds that tied samples need, the old test's rates on the same families, and the t-test's
+exact rates on three-valued differences (by enumeration, no simulation).
 
 ``tests/test_stats.py`` runs the same cells with fewer draws.
 """
@@ -59,11 +62,11 @@ def at_margin(ticket_mean: float, dense_mean: float) -> float:
     return ticket_mean
 
 
-def capped_failing(fail_to: float) -> Sampler:
+def capped_failing(fail_to: float, tolerance: float = TOLERANCE) -> Sampler:
     """Dense at the cap on every seed; the ticket fails to ``fail_to`` on the share of seeds that puts
-    its mean one margin below dense: ``TOLERANCE * CAP / (CAP - fail_to)`` (5.1% to 10, 10% to 250)."""
-    share = TOLERANCE * CAP / (CAP - fail_to)
-    at_margin(CAP - share * (CAP - fail_to), CAP)
+    its mean one margin below dense: ``tolerance * CAP / (CAP - fail_to)`` (5.1% to 10, 10% to 250)."""
+    share = tolerance * CAP / (CAP - fail_to)
+    assert math.isclose(CAP - share * (CAP - fail_to), CAP * (1 - tolerance))
     return lambda rng, shape: (two_point(rng, shape, 1 - share, fail_to), np.full(shape, CAP))
 
 
@@ -104,6 +107,7 @@ class Cell:
     limit: float | None
     bounds: tuple[float, float] | None = None
     ns: tuple[int, ...] = NS
+    tolerance: float = TOLERANCE
 
 
 def cells() -> list[Cell]:
@@ -127,6 +131,19 @@ def cells() -> list[Cell]:
     for family, sample, bounds in m_families:
         for word in (stats.MATCHES, stats.BELOW_DENSE):
             rows.append(Cell("matches", margin, family, sample, (word,), ALPHA / 2, bounds))
+    # A larger stated margin: 20% of dense. Capped data at the margin, then a perfect ticket.
+    rows.append(
+        Cell(
+            "matches",
+            margin,
+            "dense 500; ticket fails to 10",
+            capped_failing(FLOOR, 0.2),
+            (stats.MATCHES,),
+            ALPHA / 2,
+            BOUNDS,
+            tolerance=0.2,
+        )
+    )
     b_families: list[tuple[str, Callable[[np.random.Generator, tuple[int, int]], np.ndarray]]] = [
         ("normal, sd 50", normal(500.0)),
         ("t, 2 df, scale 25", student2(500.0)),
@@ -143,36 +160,27 @@ def cells() -> list[Cell]:
     half = lambda r, s: (np.full(s, CAP), two_point(r, s, 0.5))  # noqa: E731
     rows.append(Cell("beats", effect, "500 vs 500/10 p=0.5", half, (stats.BETTER,), None, ns=POWER_NS))
     perfect = "power: ticket = dense in distribution"
-    ties = lambda r, s: (np.full(s, CAP), np.full(s, CAP))  # noqa: E731
-    rows.append(
-        Cell("matches", perfect, "both 500 on every seed", ties, (stats.MATCHES,), None, BOUNDS, POWER_NS)
-    )
-    rows.append(
-        Cell(
-            "matches",
-            perfect,
-            "two-point 500/10, p=0.9",
-            iid(lambda r, s: two_point(r, s, 0.9)),
-            (stats.MATCHES,),
-            None,
+    power: list[tuple[str, Sampler, tuple[float, float] | None, float]] = [
+        ("both 500 on every seed", lambda r, s: (np.full(s, CAP), np.full(s, CAP)), BOUNDS, TOLERANCE),
+        ("both 500 on every seed", lambda r, s: (np.full(s, CAP), np.full(s, CAP)), BOUNDS, 0.2),
+        ("two-point 500/10, p=0.9", iid(lambda r, s: two_point(r, s, 0.9)), BOUNDS, TOLERANCE),
+        (
+            "normal 450, sd 30, clipped to [10, 500]",
+            iid(lambda r, s: np.clip(r.normal(450.0, 30.0, s), FLOOR, CAP)),
             BOUNDS,
-            POWER_NS,
+            TOLERANCE,
+        ),
+        ("normal, sd 50", iid(normal(500.0)), None, TOLERANCE),
+    ]
+    for family, sample, bounds, tolerance in power:
+        rows.append(
+            Cell("matches", perfect, family, sample, (stats.MATCHES,), None, bounds, POWER_NS, tolerance)
         )
-    )
-    rows.append(
-        Cell("matches", perfect, "normal, sd 50", iid(normal(500.0)), (stats.MATCHES,), None, None, POWER_NS)
-    )
     collapsed = "power: ticket fails to 10 on half, dense 500"
+    flipped = lambda r, s: half(r, s)[::-1]  # noqa: E731
     rows.append(
         Cell(
-            "matches",
-            collapsed,
-            "500/10 p=0.5 vs 500",
-            lambda r, s: half(r, s)[::-1],
-            (stats.BELOW_DENSE,),
-            None,
-            BOUNDS,
-            POWER_NS,
+            "matches", collapsed, "500/10 p=0.5 vs 500", flipped, (stats.BELOW_DENSE,), None, BOUNDS, POWER_NS
         )
     )
     return rows
@@ -183,7 +191,7 @@ def rate(cell: Cell, n: int, draws: int, seed: int, index: int) -> float:
     rng = np.random.default_rng([seed, index, n])
     ticket, other = cell.sample(rng, (draws, n))
     result = stats.paired_verdicts(
-        ticket, other, question=cell.question, tolerance=TOLERANCE, alpha=ALPHA, bounds=cell.bounds
+        ticket, other, question=cell.question, tolerance=cell.tolerance, alpha=ALPHA, bounds=cell.bounds
     )
     return float(np.isin(result.verdict, cell.counted).mean())
 
@@ -195,11 +203,12 @@ def over_limit(cell: Cell, value: float, draws: int) -> bool:
     return value > cell.limit + 3.0 * math.sqrt(cell.limit * (1 - cell.limit) / draws)
 
 
-def old_matches_rate(fail_to: float, n: int, draws: int, seed: int) -> float:
-    """The rate of "matches" before this test, on :func:`capped_failing`: a paired t-test whose
-    p-value was 0 when every difference was equal (all seeds at the cap)."""
-    ticket, dense = capped_failing(fail_to)(np.random.default_rng([seed, 999, n]), (draws, n))
-    centred = ticket - dense + TOLERANCE * dense.mean(axis=1, keepdims=True)
+def old_rate(sample: Sampler, word: str, n: int, draws: int, seed: int) -> float:
+    """The rate of ``word`` ("matches" or "below dense") before this test: a paired t-test whose
+    p-value was 0 when every difference was equal (e.g. all seeds at the cap)."""
+    ticket, dense = sample(np.random.default_rng([seed, 999, n]), (draws, n))
+    diffs, margin = ticket - dense, TOLERANCE * np.abs(dense.mean(axis=1, keepdims=True))
+    centred = diffs + margin if word == stats.MATCHES else -diffs - margin
     mean, sd = centred.mean(axis=1), centred.std(axis=1, ddof=1)
     with np.errstate(divide="ignore", invalid="ignore"):
         p = scipy.stats.t.sf(mean / (sd / math.sqrt(n)), df=n - 1)
@@ -234,9 +243,14 @@ def extra_tables(draws: int, seed: int) -> None:
         exact = stats.min_seeds_exact(margin, FLOOR, CAP, ALPHA / 2)
         print(f"| {tol:.0%} | {margin:g} | {exact} | {stats.min_seeds_tied(margin, FLOOR, CAP, ALPHA / 2)} |")
     print("\n| before this test: t-test, p = 0 on zero variance | n=5 | n=10 | n=20 |\n|---|---:|---:|---:|")
-    for fail_to in (FLOOR, 250.0):
-        values = " | ".join(f"{old_matches_rate(fail_to, n, draws, seed):.2%}" for n in NS)
-        print(f"| false matches, dense 500; ticket fails to {fail_to:g} | {values} |")
+    before = [
+        (stats.MATCHES, "dense 500; ticket fails to 10", capped_failing(FLOOR)),
+        (stats.MATCHES, "dense 500; ticket fails to 250", capped_failing(250.0)),
+        (stats.BELOW_DENSE, "dense fails to 10 on 5%; ticket steady", dense_failing()),
+    ]
+    for word, family, sample in before:
+        values = " | ".join(f"{old_rate(sample, word, n, draws, seed):.2%}" for n in NS)
+        print(f"| false {word}, {family} | {values} |")
     exact_ns = (5, 6, 8, 10, 12, 15, 20, 30)
     print(
         "\n| exact rate of better or worse, arms i.i.d. 500/10 | "
@@ -255,9 +269,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--draws", type=int, default=10_000, help="simulated samples per cell")
     parser.add_argument("--seed", type=int, default=2026, help="seed of the simulation")
     args = parser.parse_args(argv)
-    header = ["question", "truth", "family", "bounds", "verdict", "limit"] + [f"n={n}" for n in POWER_NS]
+    header = ["question", "truth", "family", "bounds", "margin", "verdict", "limit"] + [
+        f"n={n}" for n in POWER_NS
+    ]
     print("| " + " | ".join(header) + " |")
-    print("|" + "---|" * 6 + "---:|" * len(POWER_NS))
+    print("|" + "---|" * 7 + "---:|" * len(POWER_NS))
     failures = 0
     for index, cell in enumerate(cells()):
         values = {n: rate(cell, n, args.draws, args.seed, index) for n in cell.ns}
@@ -272,9 +288,10 @@ def main(argv: list[str] | None = None) -> int:
         bounds = "none" if cell.bounds is None else f"({cell.bounds[0]:g}, {cell.bounds[1]:g})"
         limit = "" if cell.limit is None else f"<= {cell.limit:.1%}"
         words = " or ".join(cell.counted)
+        margin = "" if cell.question == "beats" else f"{cell.tolerance:.0%}"
         print(
-            f"| {cell.question} | {cell.truth} | {cell.family} | {bounds} | {words} | {limit} | "
-            + " | ".join(shown)
+            "| "
+            + " | ".join([cell.question, cell.truth, cell.family, bounds, margin, words, limit, *shown])
             + " |"
         )
     print(f"\n{args.draws} draws per cell, seed {args.seed}; {failures} error rate(s) over limit + 3 SE.")
