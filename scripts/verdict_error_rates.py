@@ -9,8 +9,9 @@ nominal rate (alpha/2 for each one-sided verdict, alpha for "better or worse"); 
 its rate exceeds the limit by more than 3 binomial standard errors of the simulation. Returns are on
 CartPole's scale: cap 500, floor 10, and ``bounds=(10, 500)`` where the row says so.
 
-Then: the seeds that tied samples need, the old test's rates on the same families, and the t-test's
-exact rates on three-valued differences (by enumeration, no simulation).
+Then: the seeds that tied samples need, the old test's rates on the same families, the t-test's
+exact rates on three-valued differences (by enumeration, no simulation), and the t-test beside the
+sign-flip test on "beats".
 
 ``tests/test_stats.py`` runs the same cells with fewer draws.
 """
@@ -263,6 +264,38 @@ def extra_tables(draws: int, seed: int) -> None:
         print(f"| p(500) = {p_cap:g} | {values} |")
 
 
+def test_rates(sample: Sampler, n: int, test: str, draws: int, seed: int, index: int) -> float:
+    """Fraction of "better or worse" verdicts of ``test`` ("t" or "signflip") on ``draws`` samples."""
+    ticket, other = sample(np.random.default_rng([seed, 500 + index, n]), (draws, n))
+    verdict = stats.paired_verdicts(ticket, other, alpha=ALPHA, test=test).verdict
+    return float(np.isin(verdict, (stats.BETTER, stats.WORSE)).mean())
+
+
+def signflip_table(draws: int, seed: int) -> None:
+    """The two tests side by side on "beats": null rates and the power for a shift of 1.5 sd."""
+    ns = (5, 6, 10, 12)
+    shift = 1.5 * math.sqrt(2.0) * 50.0  # 1.5 standard deviations of a difference of two N(., 50)
+    rows = [
+        ("null: arms i.i.d. normal, sd 50", iid(normal(500.0))),
+        ("null: arms i.i.d. two-point 500/10, p=0.7", iid(lambda r, s: two_point(r, s, 0.7))),
+        (
+            "power: ticket shifted by 1.5 sd, normal",
+            lambda r, s: (normal(500.0 + shift)(r, s), normal(500.0)(r, s)),
+        ),
+    ]
+    print("\n| beats: better or worse | test | " + " | ".join(f"n={n}" for n in ns) + " |")
+    print("|---|---|" + "---:|" * len(ns))
+    for index, (name, sample) in enumerate(rows):
+        for test in stats.TESTS:
+            values = [
+                f"{test_rates(sample, n, test, draws, seed, index):.2%}"
+                if n >= stats.min_seeds_for(test)
+                else "–"
+                for n in ns
+            ]
+            print(f"| {name} | {test} | " + " | ".join(values) + " |")
+
+
 def main(argv: list[str] | None = None) -> int:
     """Print the tables; exit status 1 if any error rate is over its limit."""
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
@@ -296,6 +329,7 @@ def main(argv: list[str] | None = None) -> int:
         )
     print(f"\n{args.draws} draws per cell, seed {args.seed}; {failures} error rate(s) over limit + 3 SE.")
     extra_tables(args.draws, args.seed)
+    signflip_table(args.draws, args.seed)
     return 1 if failures else 0
 
 
