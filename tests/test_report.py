@@ -192,12 +192,15 @@ def test_summary_numbers(report_dir: Path) -> None:
 def test_verdicts(report_dir: Path) -> None:
     rl = pd.read_csv(report_dir / "ppo-cartpole" / "verdicts.csv")
     assert set(rl[rl["comparison"] == "reinit"]["verdict"]) == {stats.BETTER}
-    assert set(rl[rl["comparison"] == "dense"]["verdict"]) == {stats.BELOW_DENSE}
+    # Constant differences at 3-4 seeds: the bounded-mean test cannot rule out a few failing seeds
+    # (docs/verdicts.md), so neither "below dense" nor "matches" is declared.
+    assert set(rl[rl["comparison"] == "dense"]["verdict"]) == {stats.INCONCLUSIVE}
     assert rl[(rl["level"] == 3) & (rl["comparison"] == "reinit")]["n"].item() == 3
     sup = pd.read_csv(report_dir / "lenet-digits" / "verdicts.csv")
-    assert set(sup[sup["comparison"] == "reinit"]["verdict"]) == {stats.WORSE}
+    # Equal differences on all 3 seeds: the exact sign-flip p-value 2/2^3 = 0.25, never p = 0.
+    assert set(sup[sup["comparison"] == "reinit"]["verdict"]) == {stats.NO_DIFFERENCE}
     dense = sup[sup["comparison"] == "dense"]
-    assert set(dense["verdict"]) == {stats.MATCHES}
+    assert set(dense["verdict"]) == {stats.INCONCLUSIVE}
     assert dense["ci_low"].tolist() == pytest.approx([0.0, 0.0, 0.0])
     md = (report_dir / "ppo-cartpole" / "summary.md").read_text()
     assert "beats reinit?" in md and "matches dense?" in md
@@ -209,7 +212,7 @@ def test_verdicts(report_dir: Path) -> None:
     assert level1["test"] == "t" and level1["margin"] == 0.0
     # Dense: every seed 49 below at level 1 (constant), margin 5% of the dense mean 451.5.
     dense_rl = rl[(rl["level"] == 1) & (rl["comparison"] == "dense")].iloc[0]
-    assert dense_rl["margin"] == pytest.approx(0.05 * 451.5) and dense_rl["p_below"] == 0.0
+    assert dense_rl["margin"] == pytest.approx(0.05 * 451.5) and dense_rl["p_below"] == 1.0
 
 
 def test_supervised_headline_is_accuracy_at_early_stop(report_dir: Path) -> None:
