@@ -370,10 +370,11 @@ def test_result_files_have_the_documented_columns_and_loadable_models(tmp_path: 
     with open(chain / "levels.csv") as handle:
         assert (
             handle.readline().strip()
-            == "level,variant,density,eval_return_mean,eval_return_std,timesteps,eval_return_max,train_s"
+            == "level,variant,density,eval_return_mean,eval_return_std,timesteps,eval_return_max,train_s,"
+            "actor_density,critic_density"
         )
     with open(chain / "layers.csv") as handle:
-        assert handle.readline().strip() == "level,variant,layer,numel,density"
+        assert handle.readline().strip() == "level,variant,layer,numel,density,role"
     rows = list(csv.DictReader(open(chain / "levels.csv")))
     layer_rows = list(csv.DictReader(open(chain / "layers.csv")))
     assert [(int(r["level"]), r["variant"]) for r in rows] == [(0, "ticket"), (1, "ticket"), (2, "ticket")]
@@ -394,6 +395,16 @@ def test_result_files_have_the_documented_columns_and_loadable_models(tmp_path: 
         for r in mine:
             assert int(r["numel"]) == mask[r["layer"]].numel()
             assert float(r["density"]) == pytest.approx(mask[r["layer"]].float().mean().item())
+            # PPO: the policy body and action head are the actor, the value body and head the critic.
+            on_actor_side = (
+                r["layer"].split(".")[:2] == ["mlp_extractor", "policy_net"]
+                or r["layer"] == "action_net.weight"
+            )
+            assert r["role"] == ("actor" if on_actor_side else "critic")
+        for role in ("actor", "critic"):
+            names = [r["layer"] for r in mine if r["role"] == role]
+            kept = sum(int(mask[n].sum()) for n in names) / sum(mask[n].numel() for n in names)
+            assert float(row[f"{role}_density"]) == pytest.approx(kept, abs=1e-12)
         # Plain SB3 loads the level's model; its mask buffers are the saved mask and pruned weights are 0.
         model = PPO.load(directory / "model.zip", device="cpu")
         state = model.policy.state_dict()

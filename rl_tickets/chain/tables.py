@@ -14,6 +14,36 @@ from rl_tickets.sparsity.masks import layer_densities, load_mask
 VARIANT_ORDER = (TICKET, *CHOICES["controls"], TRANSFER, "gradual")
 # levels.csv's time column (the rest of the breakdown is in metrics.json and goes to W&B).
 TIME_COLUMNS = ("train_s",)
+# Roles of meta.json's ``roles`` (decided by module identity in rl/roles.py), in column order: each role
+# a chain has gets a ``<role>_density`` column in levels.csv (DQN: ``q_density`` only; supervised: none).
+ROLE_ORDER = ("actor", "critic", "shared", "q", "other")
+
+
+def chain_roles(chain: ChainContext) -> dict[str, str]:
+    """``{parameter: role}`` from the chain's meta.json (written before any table); empty without roles.
+
+    :param chain: the chain.
+    """
+    try:
+        meta = json.loads((chain.paths.chain / "meta.json").read_text())
+    except (OSError, json.JSONDecodeError):
+        return {}
+    return {str(k): str(v) for k, v in (meta.get("roles") or {}).items()}
+
+
+def role_densities(mask: dict[str, Any], roles: dict[str, str]) -> dict[str, float]:
+    """``<role>_density`` per role present in ``mask``: kept over total of that role's mask entries.
+
+    :param mask: a level's mask (bool tensors by parameter name).
+    :param roles: ``{parameter: role}``.
+    """
+    kept: dict[str, int] = {}
+    total: dict[str, int] = {}
+    for name, m in mask.items():
+        if name in roles:
+            kept[roles[name]] = kept.get(roles[name], 0) + int(m.sum())
+            total[roles[name]] = total.get(roles[name], 0) + m.numel()
+    return {f"{role}_density": kept[role] / total[role] for role in total if total[role]}
 
 
 def level_row(chain: ChainContext, level: int, variant: str) -> dict[str, Any]:
@@ -38,23 +68,37 @@ def write_tables(chain: ChainContext) -> None:
     :param chain: the chain.
     """
     rows, layer_rows = [], []
+    roles = chain_roles(chain)
     found = [(0, TICKET), *finished_variants(chain.paths.chain)]
     found.sort(key=lambda lv: (lv[0], VARIANT_ORDER.index(lv[1]) if lv[1] in VARIANT_ORDER else 99, lv[1]))
     for level, variant in found:
         directory = chain.paths.level(level, variant)
         if not is_complete(directory):
             continue
-        rows.append(level_row(chain, level, variant))
-        for layer, numel, layer_density in layer_densities(load_mask(directory / "mask.pt")):
+        mask = load_mask(directory / "mask.pt")
+        rows.append({**level_row(chain, level, variant), **role_densities(mask, roles)})
+        for layer, numel, layer_density in layer_densities(mask):
             layer_rows.append(
-                {"level": level, "variant": variant, "layer": layer, "numel": numel, "density": layer_density}
+                {
+                    "level": level,
+                    "variant": variant,
+                    "layer": layer,
+                    "numel": numel,
+                    "density": layer_density,
+                    "role": roles.get(layer, ""),
+                }
             )
+    role_columns = [f"{r}_density" for r in ROLE_ORDER if r in set(roles.values())]
     write_csv(
         chain.paths.chain / "levels.csv",
         rows,
-        ["level", "variant", "density", *chain.trainer.columns, *TIME_COLUMNS],
+        ["level", "variant", "density", *chain.trainer.columns, *TIME_COLUMNS, *role_columns],
     )
-    write_csv(chain.paths.chain / "layers.csv", layer_rows, ["level", "variant", "layer", "numel", "density"])
+    write_csv(
+        chain.paths.chain / "layers.csv",
+        layer_rows,
+        ["level", "variant", "layer", "numel", "density", "role"],
+    )
 
 
 def write_meta(chain: ChainContext) -> None:

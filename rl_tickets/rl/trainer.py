@@ -223,8 +223,8 @@ class SB3Trainer:
         return [n for n in prunable_names(self.agents.reference.policy, include_biases) if n in params]
 
     def describe(self) -> dict[str, Any]:
-        """Input layers, actor/critic layers, observation names, weight count and device (meta.json)."""
-        facts = describe_policy(self.agents.reference.policy, self.algo.name, self.agents.observation_space)
+        """Input layers, layer roles, observation names, weight count and device (meta.json)."""
+        facts = describe_policy(self.agents.reference.policy, self.agents.observation_space)
         return {
             **facts,
             "observation_names": self.env_cfg.observation_names,
