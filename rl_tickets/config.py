@@ -22,6 +22,7 @@ CHOICES: dict[str, tuple[str, ...]] = {
     "rewind.replay_buffer": ("empty", "restore"),
     "retrain.mode": ("rewind", "finetune", "lr_rewind"),
     "logger.mode": ("offline", "online", "disabled"),
+    "objective": ("deepest", "mean"),
     "controls": (
         "reinit",
         "sign_reinit",
@@ -155,6 +156,8 @@ class LoggerConfig:
     init_timeout: float = 15.0
     # Log each finished level's model and mask as a W&B artifact (a copy; the files stay on disk).
     artifacts: bool = False
+    # Also write SB3's TensorBoard events into each RL level's directory (<level>/<variant>/tensorboard).
+    tensorboard: bool = False
 
 
 @dataclass
@@ -185,6 +188,9 @@ class Config:
     # Local processes training a level's independent variants at once (not identity: results equal workers=1).
     workers: int = 1
     progress: bool = True
+    # What the job returns to Hydra (sweepers such as Optuna maximise it): the ticket's headline metric
+    # at the deepest level ("deepest") or its mean over the pruned levels ("mean"). Not identity.
+    objective: str = "deepest"
 
 
 def register_schemas() -> None:

@@ -21,7 +21,13 @@ def _rl_trainer(cfg: Config) -> Trainer:
     from rl_tickets.rl.trainer import SB3Trainer
 
     return SB3Trainer(
-        cfg.algo, cfg.env, cfg.train.timesteps, cfg.eval, cfg.device, seed_for(cfg.seed, "eval")
+        cfg.algo,
+        cfg.env,
+        cfg.train.timesteps,
+        cfg.eval,
+        cfg.device,
+        seed_for(cfg.seed, "eval"),
+        tensorboard=cfg.logger.tensorboard,
     )
 
 

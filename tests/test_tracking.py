@@ -1,21 +1,31 @@
 """The W&B mirror: offline by default, disabled writes nothing, online without a key falls back offline;
-runs are named, tagged and carry only their task's config (read back from the offline files)."""
+runs are named, tagged and carry only their task's config (read back from the offline files); every
+numeric SB3 value arrives, one name per metric, rows tagged with their level; TensorBoard and SB3
+Monitor files per level."""
 
 from __future__ import annotations
 
 import json
 import socket
+import sys
 import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
 
+import numpy as np
+import pandas as pd
 import pytest
 import torch
+from stable_baselines3.common.monitor import load_results
+from tiny import tiny_config
 from wandb_records import history_rows, of_type, offline_runs
 
 from rl_tickets.chain.store import ChainPaths
-from rl_tickets.config import Config, LoggerConfig
+from rl_tickets.cli.job import run_job
+from rl_tickets.config import Config, ConfigError, EvalConfig, LoggerConfig, PruneConfig, RewindConfig
+from rl_tickets.rl.callbacks import SinkWriter
+from rl_tickets.rl.trainer import TENSORBOARD_DIR, check_tensorboard
 from rl_tickets.task_sections import OTHER_TASK_KEYS
 from rl_tickets.tracking.mirror import RunInfo, WandbMirror, run_info
 from rl_tickets.tracking.outage import BUDGET_S, Outage
@@ -103,12 +113,157 @@ def test_offline_run_carries_only_its_task_config_a_name_and_tags(
     assert "iterations" in Config().train.__dict__  # the schema itself keeps every key
 
 
-def test_eval_rows_also_carry_sb3_names(tmp_path: Path, offline: None) -> None:
-    """Our eval/return_mean is logged beside SB3 EvalCallback's eval/mean_reward (same value)."""
-    log_one_level("offline", tmp_path)
-    for records in offline_runs(tmp_path):
-        rows = [row for row in history_rows(records) if "eval/return_mean" in row]
-        assert rows and all(row["eval/mean_reward"] == row["eval/return_mean"] == 50.0 for row in rows)
+def test_each_eval_metric_has_one_wandb_name_and_curve_rows_carry_their_level(
+    tmp_path: Path, offline: None
+) -> None:
+    """An evaluation row reaches W&B under SB3 EvalCallback's names only (never also under ours), NumPy
+    scalars included, with its level, the level's own step and the cumulative global_step."""
+    mirror = WandbMirror(LoggerConfig(mode="offline"), RunInfo(group="exp", seed=0), tmp_path)
+    row = {
+        "step": 640,
+        "level": 2,
+        "eval/return_mean": np.float32(50.0),
+        "eval/return_std": 1.5,
+        "eval/ep_length_mean": np.int64(50),
+        "train/approx_kl": np.float32(0.25),
+        "train/flag": True,  # a flag, not a metric
+    }
+    try:
+        mirror.curve("ticket", offset=1000, start_step=512, row=row)
+    finally:
+        mirror.close()
+    ((logged,),) = [history_rows(records) for records in offline_runs(tmp_path)]
+    metrics = {k: v for k, v in logged.items() if not k.startswith("_")}
+    assert metrics == {
+        "global_step": 1128,
+        "level_step": 640,
+        "level": 2,
+        "eval/mean_reward": 50.0,
+        "eval/std_reward": 1.5,
+        "eval/mean_ep_length": 50.0,
+        "train/approx_kl": 0.25,
+    }
+
+
+def test_the_sink_writer_forwards_numpy_scalars_and_drops_flags_and_text() -> None:
+    """SB3 logs NumPy scalars (np.float32 is no float): they reach the sink; booleans and strings do not."""
+    rows: list[dict[str, object]] = []
+    values = {
+        "train/approx_kl": np.float32(0.125),
+        "train/n_updates": np.int64(7),
+        "time/fps": 300,
+        "train/clip_range": 0.2,
+        "train/tensor": torch.tensor(0.5),
+        "train/flag": np.bool_(True),
+        "train/bool": False,
+        "train/text": "abc",
+        "train/vector": np.ones(3),
+    }
+    SinkWriter(rows.append).write(values, dict.fromkeys(values), step=96)
+    assert rows == [
+        {
+            "step": 96,
+            "train/approx_kl": 0.125,
+            "train/n_updates": 7.0,
+            "time/fps": 300.0,
+            "train/clip_range": 0.2,
+            "train/tensor": 0.5,
+        }
+    ]
+
+
+@pytest.fixture(scope="module")
+def logged_chain(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A tiny PPO chain (dense level 0 + level 1) trained by the job with W&B offline and TensorBoard on."""
+    root = tmp_path_factory.mktemp("logged")
+    cfg = tiny_config(
+        root,
+        "ppo",
+        {"n_steps": 64, "batch_size": 64, "n_epochs": 2},
+        1024,
+        RewindConfig(),
+        PruneConfig(levels=1),
+        n_envs=2,
+        eval=EvalConfig(episodes=2, every=512),
+        logger=LoggerConfig(mode="offline", tensorboard=True),
+    )
+    with pytest.MonkeyPatch.context() as patch:
+        patch.delenv("WANDB_MODE", raising=False)
+        patch.setenv("WANDB_DATA_DIR", str(root / "wandb_data"))
+        patch.setenv("WANDB_CACHE_DIR", str(root / "wandb_cache"))
+        return run_job(cfg)
+
+
+def level_dirs(chain: Path) -> dict[int, Path]:
+    """The ticket's level directories of a chain (level 0 lives in the shared dense directory)."""
+    meta = json.loads((chain / "meta.json").read_text())
+    return {0: Path(meta["dense_dir"]) / "level_00" / "ticket", 1: chain / "level_01" / "ticket"}
+
+
+def eval_curve(directory: Path) -> pd.DataFrame:
+    """A level's eval_curve.csv."""
+    return pd.read_csv(directory / "eval_curve.csv")
+
+
+def test_every_numeric_sb3_value_reaches_wandb_with_its_level(logged_chain: Path) -> None:
+    """Every column of each level's progress.csv (train/approx_kl included: an np.float32 in SB3) reaches
+    the ticket's W&B run, in rows tagged with that level; evaluations arrive under SB3's names only, with
+    the values and steps of eval_curve.csv, whose own columns stay as they were."""
+    root = logged_chain.parents[2]
+    runs = {of_type(records, "run")[0].job_type: history_rows(records) for records in offline_runs(root)}
+    assert set(runs) == {"ticket"}
+    rows = runs["ticket"]
+    for level, directory in level_dirs(logged_chain).items():
+        at_level = [row for row in rows if row.get("level") == level and "level_step" in row]
+        logged_keys = {key for row in at_level for key in row}
+        progress = pd.read_csv(directory / "progress.csv")
+        assert "train/approx_kl" in progress.columns
+        assert set(progress.columns) <= logged_keys, set(progress.columns) - logged_keys
+        kl = [row["train/approx_kl"] for row in at_level if "train/approx_kl" in row]
+        assert kl == pytest.approx(progress["train/approx_kl"].dropna().tolist(), rel=1e-6)
+        curve = eval_curve(directory)
+        assert list(curve.columns) == ["step", "eval/ep_length_mean", "eval/return_mean", "eval/return_std"]
+        evaluations = [row for row in at_level if "eval/mean_reward" in row]
+        assert [row["level_step"] for row in evaluations] == curve["step"].tolist()
+        assert [row["eval/mean_reward"] for row in evaluations] == curve["eval/return_mean"].tolist()
+        assert [row["eval/mean_ep_length"] for row in evaluations] == curve["eval/ep_length_mean"].tolist()
+    assert not any(key in row for row in rows for key in ("eval/return_mean", "eval/ep_length_mean"))
+
+
+def test_tensorboard_has_one_run_per_level_with_sb3_and_eval_scalars(logged_chain: Path) -> None:
+    """logger.tensorboard=true: SB3's own writer fills <level>/<variant>/tensorboard with the progress.csv
+    scalars and each evaluation under SB3's names at its step."""
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    for directory in level_dirs(logged_chain).values():
+        events = list((directory / TENSORBOARD_DIR).glob("events.out.tfevents.*"))
+        assert len(events) == 1
+        board = EventAccumulator(str(directory / TENSORBOARD_DIR))
+        board.Reload()
+        tags = set(board.Tags()["scalars"])
+        assert {"train/approx_kl", "rollout/ep_rew_mean", "eval/mean_reward", "eval/mean_ep_length"} <= tags
+        curve = eval_curve(directory)
+        rewards = board.Scalars("eval/mean_reward")
+        assert [e.step for e in rewards] == curve["step"].tolist()
+        assert [e.value for e in rewards] == pytest.approx(curve["eval/return_mean"].tolist())
+
+
+def test_each_level_writes_sb3_monitor_files(logged_chain: Path) -> None:
+    """One <i>.monitor.csv per training sub-env in each level directory, as the zoo writes them: every
+    finished training episode with its return and length (CartPole: return = length)."""
+    for level, directory in level_dirs(logged_chain).items():
+        assert sorted(p.name for p in directory.glob("*.monitor.csv")) == ["0.monitor.csv", "1.monitor.csv"]
+        episodes = load_results(str(directory))
+        assert len(episodes) > 0
+        assert (episodes["r"] == episodes["l"]).all()
+        trained = json.loads((directory / "metrics.json").read_text())["timesteps"]
+        assert episodes["l"].sum() <= trained, level
+
+
+def test_tensorboard_without_the_package_is_refused_in_one_line(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setitem(sys.modules, "tensorboard", None)  # import fails as if not installed
+    with pytest.raises(ConfigError, match="pip install tensorboard"):
+        check_tensorboard()
 
 
 def test_artifacts_offline(tmp_path: Path, offline: None) -> None:

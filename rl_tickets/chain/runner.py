@@ -159,17 +159,22 @@ class Runner:
         else:
             plan = plan_of(level, variant)
             train_level(
-                self.chain, level, variant, lambda: plan(self.chain, level, variant), self._sink(variant)
+                self.chain,
+                level,
+                variant,
+                lambda: plan(self.chain, level, variant),
+                self._sink(level, variant),
             )
         return True
 
-    def _sink(self, variant: str) -> Callable[[int, int], CurveSink]:
-        """The curve sink maker of a variant's level: points go to every mirror."""
+    def _sink(self, level: int, variant: str) -> Callable[[int, int], CurveSink]:
+        """The curve sink maker of a variant's level: points go to every mirror, tagged with the level
+        (so W&B can overlay levels; the trainer's own eval_curve.csv rows are not touched)."""
 
         def make(offset: int, start_step: int) -> CurveSink:
             def sink(row: dict[str, Any]) -> None:
                 for mirror in self.mirrors:
-                    mirror.curve(variant, offset, start_step, row)
+                    mirror.curve(variant, offset, start_step, {**row, "level": level})
 
             return sink
 

@@ -6,6 +6,8 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
+import numpy as np
+import torch
 from stable_baselines3.common.callbacks import BaseCallback
 from stable_baselines3.common.logger import KVWriter
 
@@ -55,17 +57,39 @@ class MaskUpdates(BaseCallback):
         return True
 
 
+def as_number(value: Any) -> float | None:
+    """A finite or non-finite scalar as a float, or None for anything that is not a number.
+
+    SB3 logs NumPy scalars (``train/approx_kl`` is an ``np.float32``, which is no ``float``), Python
+    numbers and, from some callbacks, 0-d arrays or tensors; all of them are numbers. Booleans are
+    flags, not metrics, and strings, videos or histograms are left to the writers that handle them.
+
+    :param value: one value of an SB3 logger dump.
+    """
+    if isinstance(value, bool | np.bool_):
+        return None
+    if isinstance(value, int | float | np.integer | np.floating):
+        return float(value)
+    if isinstance(value, np.ndarray | torch.Tensor) and value.ndim == 0:
+        return as_number(value.item())
+    return None
+
+
 class SinkWriter(KVWriter):
-    """Forward SB3's logger records (rollout/*, train/*) to the runner's curve sink."""
+    """Forward SB3's logger records (rollout/*, train/*, time/*) to the runner's curve sink."""
 
     def __init__(self, sink: CurveSink) -> None:
         self.sink = sink
 
     def write(self, key_values: dict[str, Any], key_excluded: dict[str, Any], step: int = 0) -> None:
-        """Send the numeric values of one dump."""
-        row = {
-            k: float(v)
-            for k, v in key_values.items()
-            if isinstance(v, int | float) and not isinstance(v, bool)
-        }
-        self.sink({"step": step, **row})
+        """Send every numeric value of one dump (NumPy scalars included, see :func:`as_number`).
+
+        :param key_values: the dump's values by key.
+        :param key_excluded: per key, the writers SB3 was told to skip (they name SB3's own formats).
+        :param step: the agent's ``num_timesteps``.
+        """
+        numbers = {key: as_number(value) for key, value in key_values.items()}
+        self.sink({"step": step, **{key: v for key, v in numbers.items() if v is not None}})
+
+    def close(self) -> None:
+        """Nothing to release: the sink belongs to the runner."""

@@ -129,6 +129,7 @@ def make_env(
     n_envs: int | None = None,
     normalize_from: Path | None = None,
     training: bool = True,
+    monitor_dir: Path | None = None,
 ) -> VecEnv:
     """A seeded vector env, wrapped in VecNormalize when configured.
 
@@ -137,6 +138,8 @@ def make_env(
     :param n_envs: number of sub-envs (default ``cfg.n_envs``).
     :param normalize_from: VecNormalize statistics to load (a ``.pkl`` from ``VecNormalize.save``).
     :param training: whether VecNormalize statistics keep updating (False for evaluation).
+    :param monitor_dir: where SB3's ``Monitor`` writes ``<i>.monitor.csv`` for sub-env i (every episode's
+        return, length and time, as rl-baselines3-zoo's training writes them); None: no files.
     """
     register_optional_envs(cfg.id)
     wrapper = WRAPPERS[cfg.wrapper] if cfg.wrapper else None
@@ -146,6 +149,7 @@ def make_env(
         seed=seed,
         wrapper_class=wrapper,
         env_kwargs=dict(cfg.make_kwargs),
+        monitor_dir=str(monitor_dir) if monitor_dir is not None else None,
     )
     if not cfg.normalize:
         return venv

@@ -18,6 +18,7 @@ import numpy as np
 from stable_baselines3.common.base_class import BaseAlgorithm
 from stable_baselines3.common.callbacks import BaseCallback
 from stable_baselines3.common.evaluation import evaluate_policy
+from stable_baselines3.common.logger import KVWriter
 from stable_baselines3.common.vec_env import VecEnv, VecNormalize, sync_envs_normalization
 
 from rl_tickets.level import CurveSink
@@ -67,6 +68,13 @@ class Evaluation:
             "eval/ep_length_mean": float(np.mean(self.lengths)),
         }
 
+    def sb3_row(self) -> dict[str, float]:
+        """The evaluation under SB3 ``EvalCallback``'s names (what its TensorBoard panels show)."""
+        return {
+            "eval/mean_reward": float(np.mean(self.returns)),
+            "eval/mean_ep_length": float(np.mean(self.lengths)),
+        }
+
 
 def run_episodes(model: BaseAlgorithm, eval_env: VecEnv, episodes: int, seed: int) -> Evaluation:
     """Play ``episodes`` deterministic episodes on ``eval_env`` (re-seeded: the same episodes every time).
@@ -113,6 +121,8 @@ class PeriodicEval(BaseCallback):
     :param every: steps between evaluations (0: only the final one).
     :param steps: steps this level trains (its end is the start counter plus this).
     :param sink: receives each evaluation row as it is taken.
+    :param writers: SB3 log writers (TensorBoard) that get each evaluation under SB3's names, at once:
+        the final evaluation comes after SB3's last logger dump.
     """
 
     def __init__(
@@ -121,9 +131,11 @@ class PeriodicEval(BaseCallback):
         every: int,
         steps: int,
         sink: CurveSink | None,
+        writers: Sequence[KVWriter] = (),
     ) -> None:
         super().__init__()
         self.evaluate, self.every, self.steps, self.sink = evaluate, every, steps, sink
+        self.writers = tuple(writers)
         self.evaluations: list[Evaluation] = []
         self.last = self.end = 0
 
@@ -144,6 +156,9 @@ class PeriodicEval(BaseCallback):
         self.evaluations.append(evaluation)
         if self.sink:
             self.sink(evaluation.row())
+        values = evaluation.sb3_row()
+        for writer in self.writers:
+            writer.write(values, dict.fromkeys(values), evaluation.step)
         return evaluation
 
     @property

@@ -19,11 +19,11 @@ import numpy as np
 import torch
 from stable_baselines3.common.base_class import BaseAlgorithm
 from stable_baselines3.common.callbacks import BaseCallback, CallbackList
-from stable_baselines3.common.logger import CSVOutputFormat, KVWriter, Logger
+from stable_baselines3.common.logger import CSVOutputFormat, KVWriter, Logger, TensorBoardOutputFormat
 from stable_baselines3.common.off_policy_algorithm import OffPolicyAlgorithm
 from stable_baselines3.common.vec_env import VecEnv
 
-from rl_tickets.config import AlgoConfig, EnvConfig, EvalConfig
+from rl_tickets.config import AlgoConfig, ConfigError, EnvConfig, EvalConfig
 from rl_tickets.level import CurveSink, LevelOutcome, LevelPlan
 from rl_tickets.rl.agents import AgentBuilder
 from rl_tickets.rl.callbacks import MaskUpdates, SinkWriter, Snapshot
@@ -68,6 +68,7 @@ class SB3Trainer:
         device: str,
         eval_seed: int,
         clock: Callable[[], float] = time.perf_counter,
+        tensorboard: bool = False,
     ) -> None:
         """Check the algorithm against the environment before anything is trained.
 
@@ -78,9 +79,13 @@ class SB3Trainer:
         :param device: auto, cpu, cuda or cuda:N.
         :param eval_seed: seed of the evaluation env (the same episodes at every evaluation).
         :param clock: times training, evaluation and saving (metrics.json's ``time``).
+        :param tensorboard: also write SB3's TensorBoard events (and the evaluations) into each level's
+            ``tensorboard/`` directory (``logger.tensorboard``; needs the ``tensorboard`` package).
         """
         self.algo, self.env_cfg, self.budget, self.evaluation = algo, env, timesteps, evaluation
-        self.eval_seed, self.clock = eval_seed, clock
+        self.eval_seed, self.clock, self.tensorboard = eval_seed, clock, tensorboard
+        if tensorboard:
+            check_tensorboard()
         self.agents = AgentBuilder(algo, env, device)
         self.device = self.agents.device
 
@@ -139,20 +144,25 @@ class SB3Trainer:
         """
         watch = Stopwatch(self.clock)
         start_vecnorm = sidecar(plan.start, "vecnormalize") if plan.start else None
-        env = make_env(self.env_cfg, seed=plan.seed, normalize_from=start_vecnorm)
+        # SB3's Monitor files (<i>.monitor.csv) in the level directory: rl-baselines3-zoo's plot_train reads them.
+        env = make_env(self.env_cfg, seed=plan.seed, normalize_from=start_vecnorm, monitor_dir=out)
         eval_env = self._eval_env(start_vecnorm)
 
         def evaluate(model: BaseAlgorithm) -> Evaluation:
             with watch.section("eval"):
                 return self.evaluate(model, eval_env)
 
+        logger = None
         try:
             model = self._start(plan, env, out, watch)
             writers: list[KVWriter] = [CSVOutputFormat(str(out / "progress.csv"))]
+            board = [TensorBoardOutputFormat(str(out / TENSORBOARD_DIR))] if self.tensorboard else []
+            writers += board
             if curve_sink:
                 writers.append(SinkWriter(curve_sink))
-            model.set_logger(Logger(str(out), writers))
-            evaluator = PeriodicEval(evaluate, self.evaluation.every, plan.steps, curve_sink)
+            logger = Logger(str(out), writers)
+            model.set_logger(logger)
+            evaluator = PeriodicEval(evaluate, self.evaluation.every, plan.steps, curve_sink, board)
             callbacks: list[BaseCallback] = [evaluator]
             snapshot = None
             if plan.snapshot_step:
@@ -190,6 +200,8 @@ class SB3Trainer:
                 time=watch.record(("train", "eval", "save")),
             )
         finally:
+            if logger is not None:
+                logger.close()  # flushes progress.csv and the TensorBoard events before the level is sealed
             env.close()
             eval_env.close()
 

@@ -4,10 +4,13 @@ One W&B run per chain and variant, named ``<experiment>/<variant>/s<seed>``: ``g
 experiment, ``job_type`` = the variant (the ticket is ``ticket``), tags ``algo:``/``env:`` (or
 ``model:``/``data:``), ``variant:``, ``scope:`` and ``retrain:``. ``wandb.config`` holds only the
 chosen task's config (:mod:`rl_tickets.task_sections`) plus ``chain_hash`` and ``results`` (the chain
-directory). Evaluation rows also carry SB3's names (``eval/mean_reward``, ``eval/mean_ep_length``) so
-dashboards built for SB3's ``EvalCallback`` work. Levels rewind ``num_timesteps``, and W&B drops a
-``step=`` lower than the run's current one, so nothing is logged with ``step=``: per-level values use
-``level`` as their x-axis and curves a cumulative ``global_step`` (``define_metric``). With
+directory). Every metric has one W&B name: evaluations go under SB3 ``EvalCallback``'s names
+(``eval/mean_reward``, ``eval/mean_ep_length``; the spread as ``eval/std_reward``), so dashboards built
+for SB3 work, while ``eval_curve.csv`` keeps its own columns. Levels rewind ``num_timesteps``, and W&B
+drops a ``step=`` lower than the run's current one, so nothing is logged with ``step=``: per-level
+values use ``level`` as their x-axis and curves a cumulative ``global_step`` (``define_metric``); each
+curve row also carries its ``level`` and ``level_step`` (the level's own step counter, the ``step`` of
+``eval_curve.csv``), so a panel can put levels on one axis. With
 ``logger.artifacts=true`` each finished level's model and mask are logged as a versioned artifact
 (aliased ``level-N``), offline too. wandb is imported only when used.
 
@@ -23,6 +26,7 @@ from __future__ import annotations
 
 import hashlib
 import netrc
+import numbers
 import os
 import re
 import shutil
@@ -34,6 +38,8 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 from urllib.parse import urlparse
 
+import numpy as np
+
 from rl_tickets.config import Config, LoggerConfig, display_name
 from rl_tickets.task_sections import for_task
 from rl_tickets.tracking.outage import PROCESS, Outage, server_url
@@ -41,10 +47,11 @@ from rl_tickets.tracking.outage import PROCESS, Outage, server_url
 if TYPE_CHECKING:
     from rl_tickets.chain.store import ChainPaths
 
-# Our evaluation keys and SB3 EvalCallback's names for the same numbers (logged under both). The
-# episode-length names cover what a trainer may record; a row without one simply has no length.
-SB3_EVAL_NAMES = {
+# Our evaluation keys -> their one W&B name (SB3 EvalCallback's where it has one). The episode-length
+# names cover what a trainer may record; a row without one simply has no length.
+WANDB_NAMES = {
     "eval/return_mean": "eval/mean_reward",
+    "eval/return_std": "eval/std_reward",
     "eval/ep_length_mean": "eval/mean_ep_length",
     "eval/length_mean": "eval/mean_ep_length",
 }
@@ -113,10 +120,24 @@ def run_info(cfg: Config, paths: ChainPaths) -> RunInfo:
     return RunInfo(display_name(cfg), cfg.seed, chain_hash, config, job_tags(cfg), paths.level)
 
 
-def with_sb3_names(row: dict[str, Any]) -> dict[str, Any]:
-    """``row`` plus SB3's names for our evaluation keys that it holds (see :data:`SB3_EVAL_NAMES`)."""
-    extra = {sb3: row[ours] for ours, sb3 in SB3_EVAL_NAMES.items() if ours in row and sb3 not in row}
-    return {**row, **extra}
+def is_number(value: Any) -> bool:
+    """Whether ``value`` is a number W&B should chart: NumPy scalars count, booleans do not.
+
+    :param value: a row's value.
+    """
+    return isinstance(value, numbers.Real) and not isinstance(value, bool | np.bool_)
+
+
+def wandb_row(row: dict[str, Any]) -> dict[str, Any]:
+    """The numeric values of a curve row under their one W&B name (see :data:`WANDB_NAMES`).
+
+    :param row: a curve row (``step`` and ``level`` are the caller's axes, not metrics).
+    """
+    return {
+        WANDB_NAMES.get(key, key): float(value)
+        for key, value in row.items()
+        if key not in ("step", "level") and is_number(value)
+    }
 
 
 def has_api_key() -> bool:
@@ -208,6 +229,7 @@ class WandbMirror:
         run.define_metric("level")
         run.define_metric("level/*", step_metric="level")
         run.define_metric("global_step")
+        run.define_metric("level_step")
         for prefix in ("train/*", "rollout/*", "eval/*", "time/*", "val/*"):
             run.define_metric(prefix, step_metric="global_step")
         self.runs[variant] = run
@@ -221,7 +243,7 @@ class WandbMirror:
         """
         if self.mode == "disabled":
             return
-        values = {f"level/{k}": v for k, v in row.items() if isinstance(v, int | float) and k != "level"}
+        values = {f"level/{k}": v for k, v in row.items() if is_number(v) and k != "level"}
         run = self._open(variant)
         run.log({"level": row["level"], **values})
         if self.settings.artifacts and self.info.level_dir is not None:
@@ -253,18 +275,21 @@ class WandbMirror:
             print(f"wandb: could not log artifact {name} ({type(error).__name__}: {error})", file=sys.stderr)
 
     def curve(self, variant: str, offset: int, start_step: int, row: dict[str, Any]) -> None:
-        """Log a training/eval curve point against the cumulative ``global_step`` axis.
+        """Log a training/eval curve point against the cumulative ``global_step`` axis, with its level
+        and the level's own step (``level_step``) for panels that overlay levels.
 
         :param variant: ticket or a control name.
         :param offset: steps trained by this variant in earlier levels.
         :param start_step: the step counter at which this level started.
-        :param row: ``{"step": s, "<metric>": v, ...}``.
+        :param row: ``{"step": s, "level": L, "<metric>": v, ...}`` (``level`` may be absent).
         """
         if self.mode == "disabled":
             return
         step = int(row.get("step", start_step))
-        values = {k: v for k, v in with_sb3_names(row).items() if k != "step"}
-        self._open(variant).log({"global_step": offset + step - start_step, **values})
+        axes = {"global_step": offset + step - start_step, "level_step": step}
+        if "level" in row:
+            axes["level"] = int(row["level"])
+        self._open(variant).log({**axes, **wandb_row(row)})
 
     def close(self, exit_code: int = 0) -> None:
         """Finish every open run.
