@@ -49,6 +49,20 @@ from rl_tickets.rl.roles import describe_policy
 from rl_tickets.sparsity.masks import Mask, is_target, prunable_names, read_mask, set_masks
 from rl_tickets.timing import Stopwatch
 
+# A level's TensorBoard run directory (logger.tensorboard=true): one run per level and variant.
+TENSORBOARD_DIR = "tensorboard"
+
+
+def check_tensorboard() -> None:
+    """Refuse ``logger.tensorboard=true`` before training when the ``tensorboard`` package is missing."""
+    try:
+        import tensorboard  # noqa: F401
+    except ImportError:
+        raise ConfigError(
+            "logger.tensorboard=true needs the tensorboard package: pip install tensorboard "
+            "(or rl-tickets[tensorboard])"
+        ) from None
+
 
 class SB3Trainer:
     """Trains SB3 agents level by level; see :class:`rl_tickets.level.Trainer`."""
