@@ -174,7 +174,9 @@ def target_params(model: BaseAlgorithm) -> dict[str, torch.Tensor]:
 
 
 def drop_enforcement(model: BaseAlgorithm) -> None:
-    """Remove the post-step hooks that re-zero pruned weights (the control that must break the invariant).
+    """Remove everything that keeps pruned weights at zero (the control that must break the invariant):
+    the post-step hooks that re-zero them, the gradient hooks that zero their gradients, and the
+    enforcers that zero optimizer state when masks change.
 
     :param model: an agent built with a masked policy.
     """
@@ -182,6 +184,10 @@ def drop_enforcement(model: BaseAlgorithm) -> None:
     assert optimizers and all(o._optimizer_step_post_hooks for o in optimizers)
     for optimizer in optimizers:
         optimizer._optimizer_step_post_hooks.clear()
+    gradients = model.policy.__dict__.pop("_grad_masks")
+    for handle in gradients._handles.values():
+        handle.remove()
+    model.policy.__dict__["_mask_enforcers"] = []
 
 
 def train_masked(
@@ -326,14 +332,15 @@ def test_cnn_targets_carry_their_online_modules_masks(algo: str, share: bool | N
 
 @pytest.mark.parametrize("enforce", [False, True])
 def test_masking_gradients_alone_lets_adam_revive_pruned_weights(enforce: bool) -> None:
-    """Adam's stale moments move a weight whose gradient is exactly zero; the post-step hook stops it."""
+    """Adam's stale moments move a weight whose gradient is exactly zero; the enforcement stops it (zeroed
+    moments at pruned positions when the mask is set, and the post-step hook)."""
     model = make_model("ppo")
     model.learn(128)  # dense training: Adam moments are nonzero for every weight
+    if not enforce:
+        drop_enforcement(model)  # before set_masks, which would also zero the moments at pruned positions
     mask = random_mask(model.policy)
     set_masks(model.policy, mask)
     assert pruned_nonzero(model.policy) == {}
-    if not enforce:
-        drop_enforcement(model)
     named = dict(model.policy.named_parameters())
     handles = [named[n].register_hook(lambda grad, m=m: grad * m) for n, m in mask.items()]
     gradients_seen: list[float] = []

@@ -2,7 +2,10 @@
 
 SB3 builds every network *and its optimizers* inside the policy's ``_build`` (targets included), so
 one override of that hook reaches every layer: after the parent builds, we register mask buffers
-(all ones) on every Linear/Conv2d and hook every optimizer so pruned weights stay exactly zero.
+(all ones) on every Linear/Conv2d and hook every optimizer so pruned weights stay exactly zero and
+get no gradient (zeroed during backward, before SB3 clips the gradient norm; see
+:func:`rl_tickets.sparsity.masks.enforce_after_steps`). SAC's ``ent_coef_optimizer`` lives on the
+algorithm, not the policy, and steps ``log_ent_coef`` only, which no mask covers.
 
 These classes are pickled by reference inside saved models, so they must stay importable here.
 A CNN is just a ``features_extractor_class`` in ``policy_kwargs``; the same classes serve both.
@@ -34,7 +37,7 @@ def policy_optimizers(policy: torch.nn.Module) -> list[torch.optim.Optimizer]:
 
 
 class _MaskedBuild(BasePolicy):
-    """Mixin: after SB3's ``_build``, attach masks and keep them enforced after each optimizer step."""
+    """Mixin: after SB3's ``_build``, attach masks; pruned weights get no gradient and stay zero."""
 
     def _build(self, lr_schedule: Schedule) -> None:  # type: ignore[override]
         super()._build(lr_schedule)  # type: ignore[misc]

@@ -10,9 +10,12 @@ How it holds:
 - :func:`set_masks` copies a mask into the buffers in place (never replacing them, so optimizers,
   hooks and ``torch.compile`` keep seeing the same tensors), mirrors it onto the target network and
   multiplies the weights;
-- :func:`enforce_after_steps` registers a post-step hook on each optimizer that re-zeroes the masked
-  parameters *that optimizer owns* (one fused ``_foreach_mul_``). Zeroing once or masking gradients is
-  not enough: Adam's stale moments move a zeroed weight again. Touching only the optimizer's own
+- :func:`enforce_after_steps` makes a pruned weight have no gradient, no optimizer state and no value:
+  a gradient hook zeroes its ``.grad`` during backward, *before* SB3 clips the gradient norm and any
+  optimizer steps (so clipping and Adam see live weights only); each optimizer's state is zeroed at
+  pruned positions whenever masks or state change (a restored optimizer included); and a post-step
+  hook re-zeroes the masked parameters *that optimizer owns* (one fused ``_foreach_mul_``), since
+  zeroing a weight once is not enough where stale moments exist. Touching only the optimizer's own
   parameters matters for SAC, whose actor step follows the critic step inside one autograd graph.
 - target networks are updated by polyak averaging of two tensors that are both zero where pruned,
   so they stay exactly zero.
@@ -22,11 +25,14 @@ A mask (:data:`Mask`) is a plain ``dict[str, torch.BoolTensor]`` keyed by the *o
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from pathlib import Path
 
 import torch
 from torch import nn
+from torch.utils.hooks import RemovableHandle
+
+from rl_tickets.sparsity.moments import FLOOR_EVERY, floor_second_moments, zero_pruned_state
 
 Mask = dict[str, torch.Tensor]
 
@@ -172,49 +178,30 @@ def set_masks(module: nn.Module, mask: Mapping[str, torch.Tensor]) -> None:
     _refresh_enforcers(module)
 
 
-# Second-moment state of Adam/RMSprop. A sparse network leaves many of these exactly 0 (units whose
-# inputs are all pruned get no gradient), and CPU sqrt is ~5x slower on exact zeros than on normal
-# floats (scripts/bench_optimizer_step.py: 178 vs 32 us for a 256x256 tensor). A floor
-# of 1e-30 (sqrt 1e-15, far below Adam's eps 1e-8) keeps every update the same to float precision.
-SECOND_MOMENTS = ("exp_avg_sq", "square_avg")
-SECOND_MOMENT_FLOOR = 1e-30
-
-
-def floor_second_moments(optimizer: torch.optim.Optimizer, params: list[torch.Tensor]) -> None:
-    """Raise exact zeros in the optimizer's second moments of ``params`` to a tiny floor (speed only).
-
-    :param optimizer: an Adam/RMSprop-like optimizer.
-    :param params: the parameters whose state to touch.
-    """
-    moments = [
-        state[k] for q in params if (state := optimizer.state.get(q)) for k in SECOND_MOMENTS if k in state
-    ]
-    if moments:
-        torch._foreach_clamp_min_(moments, SECOND_MOMENT_FLOOR)
-
-
-# Flooring every step would cost as much as it saves; a floored moment decays by beta2 per step and
-# stays a normal float for thousands of steps, so every 64 steps is plenty.
-FLOOR_EVERY = 64
-
-
 class _Enforcer:
     """Post-step hook of one optimizer: re-zero its pruned parameters, and floor second moments.
 
     It holds (layer, "weight"|"bias") pairs rather than tensors: ``module.to(device)`` replaces buffer
     tensors, so masks are looked up on the layer at each call. Only tensors whose mask prunes
-    something are touched (dense biases cost nothing); :meth:`refresh` recomputes that set and is
-    called by :func:`set_masks` and after every ``load_state_dict``.
+    something are touched (dense biases cost nothing); :meth:`refresh` recomputes that set, and zeroes
+    the optimizer's state at pruned positions, whenever masks or the optimizer's state may have changed
+    (:func:`set_masks`, the module's and the optimizer's ``load_state_dict``).
     """
 
-    def __init__(self, slots: list[tuple[nn.Module, str]]) -> None:
-        self.slots, self.active, self.steps = slots, list(slots), 0
+    def __init__(self, slots: list[tuple[nn.Module, str]], optimizer: torch.optim.Optimizer) -> None:
+        self.slots, self.active, self.steps, self.optimizer = slots, list(slots), 0, optimizer
 
     def refresh(self) -> None:
-        """Recompute which tensors have pruned entries."""
+        """Recompute which tensors have pruned entries; zero the optimizer state at pruned positions."""
         self.active = [
             (layer, name) for layer, name in self.slots if not bool(getattr(layer, f"{name}_mask").all())
         ]
+        pairs = [(getattr(layer, name), getattr(layer, f"{name}_mask")) for layer, name in self.active]
+        zero_pruned_state(self.optimizer, pairs)
+
+    def after_load(self, _optimizer: torch.optim.Optimizer) -> None:
+        """Optimizer load hook: a restored state (``rewind.optimizer=restore``) is zeroed where pruned."""
+        self.refresh()
 
     def __call__(self, optimizer: torch.optim.Optimizer, _args: object, _kwargs: object) -> None:
         with torch.no_grad():
@@ -226,14 +213,104 @@ class _Enforcer:
                 floor_second_moments(optimizer, [getattr(layer, name) for layer, name in self.slots])
 
 
+# Called with (online parameter name, its dense gradient) inside the gradient hook, before masking.
+GradientTap = Callable[[str, torch.Tensor], None]
+
+
+class _GradientMasks:
+    """Zero the gradients of pruned weights as backward accumulates them, before anything reads them.
+
+    SB3 clips the gradient norm between ``backward()`` and ``optimizer.step()``: a post-step hook is too
+    late, so each partly pruned parameter gets a ``register_post_accumulate_grad_hook`` that multiplies
+    its ``.grad`` by the mask in place. Clipping, every optimizer (PPO/A2C's, DQN's, SAC/TD3's actor and
+    critic) and its moments then see live weights only. Hooks are (re)installed by :meth:`refresh`
+    (masks change in place, so a hook reads the mask buffer at each call) and only where the mask prunes
+    something, so a dense level has none. They are not pickled (``Parameter`` drops hooks when copied
+    or pickled); a deepcopied or unpickled network installs its own in :meth:`__setstate__`.
+
+    **Dense-gradient tap** (sparse training, e.g. RigL): :func:`set_gradient_tap` installs a callable
+    that receives ``(name, grad)`` for every masked online parameter *before* its gradient is masked,
+    on every backward while it is set; a schedule sets it for its update steps and clears it after.
+    """
+
+    def __init__(self, slots: list[tuple[str, nn.Module, str]]) -> None:
+        self.slots = slots
+        self.pruned = [False] * len(slots)
+        self.tap: GradientTap | None = None
+        self._handles: dict[int, RemovableHandle] = {}
+
+    def refresh(self) -> None:
+        """Hook exactly the parameters that need it: partly pruned ones, or all while a tap is set."""
+        for index, (_, layer, attr) in enumerate(self.slots):
+            self.pruned[index] = not bool(getattr(layer, f"{attr}_mask").all())
+            wanted = self.pruned[index] or self.tap is not None
+            handle = self._handles.get(index)
+            if wanted and handle is None:
+                hook = _MaskGradient(self, index)
+                self._handles[index] = getattr(layer, attr).register_post_accumulate_grad_hook(hook)
+            elif not wanted and handle is not None:
+                self._handles.pop(index).remove()
+
+    def __getstate__(self) -> dict[str, object]:
+        # Hook handles point into the original parameters, and a tap belongs to a running schedule.
+        return {"slots": self.slots}
+
+    def __setstate__(self, state: dict[str, object]) -> None:
+        self.__init__(state["slots"])  # type: ignore[misc, arg-type]
+        self.refresh()
+
+
+class _MaskGradient:
+    """The post-accumulate-grad hook of one parameter (a class, not a closure: copies stay picklable)."""
+
+    def __init__(self, owner: _GradientMasks, index: int) -> None:
+        self.owner, self.index = owner, index
+
+    def __call__(self, param: torch.Tensor) -> None:
+        grad, owner = param.grad, self.owner
+        if grad is None:
+            return
+        name, layer, attr = owner.slots[self.index]
+        if owner.tap is not None:
+            owner.tap(name, grad)
+        if owner.pruned[self.index]:
+            grad.mul_(getattr(layer, f"{attr}_mask"))
+
+
+def set_gradient_tap(module: nn.Module, tap: GradientTap | None) -> None:
+    """Install (or, with None, remove) the dense-gradient tap of a network with enforced masks.
+
+    Sparse-training schedules that grow weights by gradient magnitude (RigL, Evci et al. 2020) read
+    the dense gradient here on their update steps: ``tap(name, grad)`` runs for every masked online
+    parameter during backward, before the pruned entries are zeroed. Do not modify ``grad`` in the tap.
+
+    :param module: a network passed to :func:`enforce_after_steps`.
+    :param tap: the callable, or None to remove it.
+    """
+    masks: _GradientMasks = module.__dict__["_grad_masks"]
+    masks.tap = tap
+    masks.refresh()
+
+
 def _refresh_enforcers(module: nn.Module) -> None:
     """Tell every enforcer on ``module`` that its masks may have changed."""
     for enforcer in getattr(module, "_mask_enforcers", ()):
         enforcer.refresh()
+    if (gradients := module.__dict__.get("_grad_masks")) is not None:
+        gradients.refresh()
+
+
+def _after_module_load(module: nn.Module, _keys: object) -> None:
+    """Module load hook (a module-level function, so the network stays picklable)."""
+    _refresh_enforcers(module)
 
 
 def enforce_after_steps(module: nn.Module, optimizers: Iterable[torch.optim.Optimizer]) -> None:
-    """Re-zero pruned weights after every step of each optimizer, over its own parameters only.
+    """Keep pruned weights without gradient, optimizer state and value, for each optimizer.
+
+    Pruned gradients are zeroed during backward (before clipping and the step), each optimizer's
+    state is zeroed at pruned positions when masks or state change, and pruned weights are re-zeroed
+    after every step of each optimizer, over its own parameters only.
 
     :param module: the network whose mask buffers are used.
     :param optimizers: optimizers over (parts of) ``module``.
@@ -251,17 +328,25 @@ def enforce_after_steps(module: nn.Module, optimizers: Iterable[torch.optim.Opti
         ]
         if not slots or getattr(optimizer, "_rl_tickets_enforced", False):
             continue
-        enforcer = _Enforcer(slots)
+        enforcer = _Enforcer(slots, optimizer)
         optimizer.register_step_post_hook(enforcer)
+        optimizer.register_load_state_dict_post_hook(enforcer.after_load)
         optimizer._rl_tickets_enforced = True  # type: ignore[attr-defined]
         enforcers.append(enforcer)
-    # A plain attribute (not a submodule or buffer): never saved, rebuilt with the policy.
+    # Plain attributes (not submodules or buffers): never saved in a state_dict, rebuilt with the policy.
     module.__dict__["_mask_enforcers"] = getattr(module, "_mask_enforcers", []) + enforcers
-    if enforcers and not getattr(module, "_mask_load_hook", False):
-        module.register_load_state_dict_post_hook(lambda mod, _keys: _refresh_enforcers(mod))
+    if "_grad_masks" not in module.__dict__:
+        pairs = _mask_buffers(module)
+        online = [
+            (name, *slot_of[id(param)])
+            for name, (param, _) in pairs.items()
+            if not is_target(name) and param.requires_grad
+        ]
+        module.__dict__["_grad_masks"] = _GradientMasks(online)
+    if not getattr(module, "_mask_load_hook", False):
+        module.register_load_state_dict_post_hook(_after_module_load)
         module.__dict__["_mask_load_hook"] = True
-    for enforcer in enforcers:
-        enforcer.refresh()
+    _refresh_enforcers(module)
 
 
 def density(mask: Mapping[str, torch.Tensor]) -> float:

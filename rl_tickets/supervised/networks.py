@@ -121,7 +121,7 @@ class Networks:
     def start(self, plan: LevelPlan) -> tuple[nn.Module, torch.optim.Optimizer, int, float]:
         """Build or load the network and optimizer exactly as the plan says.
 
-        :return: model, optimizer (masks enforced after each step), step counter, width factor.
+        :return: model, optimizer (pruned weights without gradient or state), step counter, width factor.
         """
         if plan.start is None:
             model = self.build(plan.seed, plan.width_scale)
@@ -147,8 +147,9 @@ class Networks:
                     named[name].copy_(value.to(self.device))
         if plan.mask is not None:
             set_masks(model, plan.mask)
-        # The hook re-zeroes pruned weights after every update: Adam's moments would revive them.
-        # It touches only tensors whose mask prunes something, so a dense level costs nothing.
+        # Pruned weights get no gradient and no optimizer state (a restored state is zeroed there now),
+        # and are re-zeroed after every update. Only tensors whose mask prunes something are touched,
+        # so a dense level costs nothing.
         enforce_after_steps(model, [optimizer])
         # A restored optimizer state carries the lr it was saved with (a fine-tuned level's constant one).
         lr = self.train_cfg.lr if plan.constant_lr is None else plan.constant_lr
