@@ -13,7 +13,7 @@ import torch
 from rl_tickets.report import main, stats
 from rl_tickets.report.formatting import fmt_density
 from rl_tickets.report.loading import discover
-from rl_tickets.report.masks import alive_inputs, analyse_masks
+from rl_tickets.report.masks import alive_inputs, analyse_masks, masks_markdown
 
 OBS = ["cart_position", "cart_velocity", "pole_angle", "pole_angular_velocity"]
 RL_SEEDS = [0, 1, 2, 3]
@@ -52,6 +52,11 @@ def write_chain(
     return chain
 
 
+# SB3's PPO names: the actor is the policy body and action head, the critic the value body and head.
+PI0, PI2 = "mlp_extractor.policy_net.0.weight", "action_net.weight"
+VF0, VF2 = "mlp_extractor.value_net.0.weight", "value_net.weight"
+
+
 def rl_masks(level: int) -> dict[str, torch.Tensor]:
     """Identical across seeds. cart_velocity (column 1) loses its actor edges at level 1 and its
     critic edges at level 2: alive at level 1 (the critic still reads it), dead from level 2."""
@@ -62,7 +67,7 @@ def rl_masks(level: int) -> dict[str, torch.Tensor]:
     if level >= 2:
         vf0[:, 1] = False
     vf2[0, 8 - 2 * level :] = False if level else True
-    return {"pi.0.weight": pi0, "pi.2.weight": pi2, "vf.0.weight": vf0, "vf.2.weight": vf2}
+    return {PI0: pi0, PI2: pi2, VF0: vf0, VF2: vf2}
 
 
 def sup_masks(level: int, seed: int) -> dict[str, torch.Tensor]:
@@ -83,9 +88,11 @@ def build_root(root: Path) -> None:
         "env": "cartpole",
         "metric": "eval_return_mean",
         "unit": "timesteps",
-        "input_layers": ["pi.0.weight", "vf.0.weight"],
-        "actor_layers": ["pi.0.weight", "pi.2.weight"],
-        "critic_layers": ["vf.0.weight", "vf.2.weight"],
+        "input_layers": [PI0, VF0],
+        # Written before roles were recorded, by the substring rule ("actor." inside "mlp_extractor."):
+        # the report must not trust these lists; it rebuilds the roles from the module paths.
+        "actor_layers": [PI0, VF0, PI2],
+        "critic_layers": [VF0, VF2],
         "observation_names": OBS,
     }
     for seed in RL_SEEDS:
@@ -246,7 +253,8 @@ def test_mask_analysis(report_dir: Path) -> None:
     # Level 1 -> 2 within a seed: kept 78 then 68, nested, so Jaccard = 68 / 78.
     assert f"| 1 → 2 | 4 | {68 / 78:.3f} |" in rl
     # Per-layer densities from layers.csv.
-    assert "| `pi.0.weight` | 75% | 75% | 75% |" in rl
+    assert f"| `{PI0}` | actor | 75% | 75% | 75% |" in rl
+    assert f"| `{VF2}` | critic |" in rl
 
     sup = (report_dir / "lenet-digits" / "masks.md").read_text()
     assert "| 1 | 41.7% | 3 | 0.333 |" in sup  # pairs (A, A), (A, B), (A, B) -> 1/3
@@ -307,3 +315,33 @@ def test_overlap_across_a_missing_level(tmp_path: Path) -> None:
     assert levels[["from_level", "to_level"]].values.tolist() == [[1, 3]]
     assert levels["jaccard_mean"].item() == pytest.approx(0.5)
     assert analysis.inputs[analysis.inputs["level"] == 3]["alive_seeds"].tolist() == [1, 1, 0, 0]
+
+
+def test_recorded_roles_decide_and_a_shared_extractor_gets_its_column(tmp_path: Path) -> None:
+    """meta.json's ``roles`` (module identity at run time) win over any name; ``shared`` gets a column."""
+    meta = {"name": "cnn", "task": "rl", "algo": "ppo", "metric": "eval_return_mean", "input_layers": []}
+    meta["roles"] = {"enc.weight": "shared", "pi.weight": "actor", "vf.weight": "critic"}
+    row = [{"level": 0, "variant": "ticket", "density": 1.0, "eval_return_mean": 1.0}]
+    enc, pi, vf = (torch.zeros(10, dtype=torch.bool) for _ in range(3))
+    enc[:3], pi[:5], vf[:9] = True, True, True
+    write_chain(
+        tmp_path, "c0ffee000000", 0, meta, row, {1: {"enc.weight": enc, "pi.weight": pi, "vf.weight": vf}}
+    )
+    analysis = analyse_masks(discover(tmp_path)[0])
+    assert analysis.roles[["actor_density", "critic_density", "shared_density"]].values.tolist() == [
+        [0.5, 0.9, 0.3]
+    ]
+    text = masks_markdown(discover(tmp_path)[0], analysis)
+    assert "| level | actor | critic | shared | seeds |" in text and "| 1 | 50% | 90% | 30% | 1 |" in text
+    assert "| `enc.weight` | shared |" in text
+
+
+def test_dqn_has_no_actor_critic_table(tmp_path: Path) -> None:
+    """DQN's layers are all ``q`` (by their module path, no roles recorded): no actor/critic split to show."""
+    meta = {"name": "dqn", "task": "rl", "algo": "dqn", "metric": "eval_return_mean", "input_layers": []}
+    row = [{"level": 0, "variant": "ticket", "density": 1.0, "eval_return_mean": 1.0}]
+    mask = {"q_net.q_net.0.weight": torch.ones(4, 4, dtype=torch.bool)}
+    write_chain(tmp_path, "d0d0d0000000", 0, meta, row, {1: mask})
+    analysis = analyse_masks(discover(tmp_path)[0])
+    assert analysis.roles.empty and analysis.layer_roles == {"q_net.q_net.0.weight": "q"}
+    assert "Actor vs critic" not in masks_markdown(discover(tmp_path)[0], analysis)

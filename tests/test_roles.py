@@ -13,6 +13,7 @@ from stable_baselines3 import A2C, DQN, PPO, SAC, TD3
 from stable_baselines3.common.base_class import BaseAlgorithm
 
 from rl_tickets.chain.tables import role_densities
+from rl_tickets.report.roles import roles_from_names
 from rl_tickets.rl.envs import MinAtarCNN
 from rl_tickets.rl.policies import POLICIES
 from rl_tickets.rl.roles import describe_policy, layer_roles
@@ -218,3 +219,34 @@ def test_role_densities_count_each_roles_mask_entries() -> None:
     roles = {"a.weight": "actor", "b.weight": "actor", "c.weight": "critic"}
     assert role_densities(mask, roles) == {"actor_density": 5 / 8, "critic_density": 1 / 4}
     assert role_densities(mask, {}) == {}
+
+
+@pytest.mark.parametrize(
+    ("algo", "continuous", "kwargs"),
+    [
+        ("ppo", False, {}),
+        ("a2c", False, {"share_features_extractor": False}),
+        ("ppo", False, {"features_extractor_class": MinAtarCNN, "net_arch": []}),
+        ("ppo", False, {"features_extractor_class": MinAtarCNN, "share_features_extractor": False}),
+        ("dqn", False, {"features_extractor_class": MinAtarCNN}),
+        (
+            "sac",
+            True,
+            {"features_extractor_class": MinAtarCNN, "net_arch": [8], "share_features_extractor": True},
+        ),
+        ("sac", True, {"features_extractor_class": MinAtarCNN, "net_arch": [8]}),
+        ("td3", True, {"features_extractor_class": MinAtarCNN, "net_arch": [8]}),
+        (
+            "td3",
+            True,
+            {"features_extractor_class": MinAtarCNN, "net_arch": [8], "share_features_extractor": True},
+        ),
+    ],
+)
+def test_the_reports_name_paths_agree_with_module_identity(algo: str, continuous: bool, kwargs: dict) -> None:
+    """Chains written before meta.json recorded roles get them from the mask's names (report/roles.py):
+    the exact module paths must give what module identity gives, for every algorithm and extractor."""
+    model = build(algo, ImageEnv(continuous=continuous), **kwargs)
+    by_module = layer_roles(model.policy)
+    assert roles_from_names(algo, by_module) == by_module
+    assert set(by_module.values()) != {"other"}

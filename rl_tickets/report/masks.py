@@ -7,7 +7,7 @@ from __future__ import annotations
 import itertools
 import re
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
@@ -16,6 +16,7 @@ import torch
 
 from rl_tickets.report.formatting import fmt_density, md_table
 from rl_tickets.report.records import TICKET, Chain, Experiment, warn
+from rl_tickets.report.roles import DENSITY_ROLES, report_roles, role_row
 
 
 def mask_levels(chain: Chain, variant: str = TICKET) -> list[int]:
@@ -102,7 +103,9 @@ class MaskAnalysis:
     :param inputs: ``level, input, alive_seeds, n_seeds``.
     :param overlap_seeds: ``level, density, n_seeds, jaccard_mean, jaccard_random``.
     :param overlap_levels: ``from_level, to_level, n_seeds, jaccard_mean``.
-    :param roles: ``level, actor_density, critic_density, n_seeds``.
+    :param roles: ``level, actor_density, critic_density, shared_density, n_seeds`` (empty without an
+        actor or a critic, e.g. DQN or supervised).
+    :param layer_roles: ``{layer: role}`` of the masks' layers (empty without roles).
     """
 
     layer_density: pd.DataFrame
@@ -110,6 +113,7 @@ class MaskAnalysis:
     overlap_seeds: pd.DataFrame
     overlap_levels: pd.DataFrame
     roles: pd.DataFrame
+    layer_roles: dict[str, str] = field(default_factory=dict)
 
 
 def _layer_density_from_csv(exp: Experiment) -> pd.DataFrame:
@@ -150,7 +154,7 @@ def analyse_masks(exp: Experiment) -> MaskAnalysis:
     """
     meta = exp.meta
     input_layers = list(meta.get("input_layers") or [])
-    actor, critic = list(meta.get("actor_layers") or []), list(meta.get("critic_layers") or [])
+    layer_roles: dict[str, str] = {}
     layer_rows, input_rows, seed_rows, level_rows, role_rows = [], [], [], [], []
     # Each seed's latest mask so far, so a seed missing one level still pairs with its previous one.
     previous: dict[int, tuple[int, dict[str, torch.Tensor]]] = {}
@@ -171,8 +175,11 @@ def analyse_masks(exp: Experiment) -> MaskAnalysis:
             s: a for s, m in masks_by_seed.items() if (a := alive_inputs(m, input_layers)) is not None
         }
         input_rows += _input_rows(exp, level, alive_by_seed)
-        if actor or critic:
-            role_rows.append(_role_row(level, list(masks_by_seed.values()), actor, critic))
+        # meta.json's roles (module identity), or for older chains the names' exact module paths.
+        roles = report_roles(meta, names)
+        layer_roles.update(roles)
+        if {"actor", "critic"} & set(roles.values()):
+            role_rows.append(role_row(level, [m for m in masks_by_seed.values()], roles))
         previous.update({s: (level, m) for s, m in masks_by_seed.items()})
     layer_density = _layer_density_from_csv(exp)
     if layer_density.empty and layer_rows:
@@ -187,7 +194,8 @@ def analyse_masks(exp: Experiment) -> MaskAnalysis:
         overlap_levels=pd.DataFrame(
             level_rows, columns=["from_level", "to_level", "n_seeds", "jaccard_mean"]
         ),
-        roles=pd.DataFrame(role_rows, columns=["level", "actor_density", "critic_density", "n_seeds"]),
+        roles=pd.DataFrame(role_rows, columns=["level", *[f"{r}_density" for r in DENSITY_ROLES], "n_seeds"]),
+        layer_roles=layer_roles,
     )
 
 
@@ -203,23 +211,6 @@ def _overlap_row(level: int, flats: dict[int, np.ndarray]) -> dict[str, Any]:
         "jaccard_mean": float(np.mean(pairs)) if pairs else float("nan"),
         # Two independent random masks of density d overlap by d / (2 - d) on average.
         "jaccard_random": density / (2 - density) if np.isfinite(density) else float("nan"),
-    }
-
-
-def _role_row(
-    level: int, masks: list[dict[str, torch.Tensor]], actor: Sequence[str], critic: Sequence[str]
-) -> dict[str, Any]:
-    """Actor and critic density at one level, mean over seeds."""
-
-    def mean_density(names: Sequence[str]) -> float:
-        values = [role_density(m, names) for m in masks]
-        return float(np.mean(values)) if values and np.isfinite(values).all() else float("nan")
-
-    return {
-        "level": level,
-        "actor_density": mean_density(actor),
-        "critic_density": mean_density(critic),
-        "n_seeds": len(masks),
     }
 
 
@@ -261,7 +252,7 @@ def _input_rows(exp: Experiment, level: int, alive_by_seed: dict[int, np.ndarray
 def masks_markdown(exp: Experiment, analysis: MaskAnalysis) -> str:
     """The text of ``masks.md``."""
     out = [f"# Mask analysis: {exp.label}\n", "Ticket masks only; means over seeds.\n"]
-    out += ["## Per-layer density\n", _layer_density_md(analysis.layer_density)]
+    out += ["## Per-layer density\n", _layer_density_md(analysis.layer_density, analysis.layer_roles)]
     if has_mask_plot(analysis):
         out.append("![per-layer density](layer_density.png)\n")
     out += [
@@ -291,26 +282,36 @@ def masks_markdown(exp: Experiment, analysis: MaskAnalysis) -> str:
         ]
         out.append(md_table(["levels", "seeds", "Jaccard"], rows))
     if not analysis.roles.empty:
-        out += ["## Actor vs critic density\n"]
+        out += ["## Actor vs critic density\n", ROLES_NOTE]
+        shown = [r for r in DENSITY_ROLES if analysis.roles[f"{r}_density"].notna().any()]
         rows = [
-            [r.level, fmt_density(r.actor_density), fmt_density(r.critic_density), r.n_seeds]
+            [r.level, *[fmt_density(getattr(r, f"{role}_density")) for role in shown], r.n_seeds]
             for r in analysis.roles.itertuples()
         ]
-        out.append(md_table(["level", "actor", "critic", "seeds"], rows))
+        out.append(md_table(["level", *shown, "seeds"], rows))
     return "\n".join(out)
 
 
-def _layer_density_md(layer_density: pd.DataFrame) -> str:
-    """Layers as rows, levels as columns."""
+ROLES_NOTE = (
+    "Kept fraction of each role's weights, mean over seeds. Roles by module: PPO/A2C's actor is "
+    "`mlp_extractor.policy_net` + `action_net`, its critic `mlp_extractor.value_net` + `value_net`; SAC/TD3's "
+    "`actor.*` and `critic.*`; a features extractor read by both is *shared* (the `role` column of layers.csv).\n"
+)
+
+
+def _layer_density_md(layer_density: pd.DataFrame, roles: dict[str, str]) -> str:
+    """Layers as rows (with their role, where known), levels as columns."""
     if layer_density.empty:
         return "No per-layer densities (no layers.csv and no masks).\n"
     levels = sorted(layer_density["level"].unique())
     layers = list(dict.fromkeys(layer_density["layer"]))
     table = layer_density.set_index(["layer", "level"])["density"]
+    role = [roles.get(layer, "–") for layer in layers] if roles else []
     rows = [
-        [f"`{layer}`"] + [fmt_density(table.get((layer, lvl), np.nan)) for lvl in levels] for layer in layers
+        [f"`{layer}`", *role[i : i + 1]] + [fmt_density(table.get((layer, lvl), np.nan)) for lvl in levels]
+        for i, layer in enumerate(layers)
     ]
-    return md_table(["layer"] + [f"L{lvl}" for lvl in levels], rows)
+    return md_table(["layer", *(["role"] if roles else [])] + [f"L{lvl}" for lvl in levels], rows)
 
 
 # Beyond this many inputs (pixels), per-input rows are unreadable: report counts per level instead.
