@@ -24,6 +24,7 @@ from omegaconf.errors import OmegaConfBaseException
 from rl_tickets.cli import command_line
 from rl_tickets.cli.help import register_help_resolvers
 from rl_tickets.cli.job import run_job
+from rl_tickets.cli.objective import objective
 from rl_tickets.cli.preflight import unknown_keys
 from rl_tickets.cli.resume import interrupted_line
 from rl_tickets.cli.stops import Interrupted, exit_code, os_error_line, signal_name, sigterm_interrupts
@@ -68,16 +69,18 @@ def _config(composed: DictConfig) -> Config:
 
 
 @hydra.main(version_base="1.3", config_path="pkg://rl_tickets.conf", config_name="config")
-def app(composed: DictConfig) -> None:
+def app(composed: DictConfig) -> float:
     """Run one job (one chain) from a composed config; every early end is one line (module doc).
 
     :param composed: the config Hydra composed from conf/ and the command line.
+    :return: the job's ``objective`` (:mod:`rl_tickets.cli.objective`), which Hydra sweepers optimise.
     """
     multirun = HydraConfig.get().mode == RunMode.MULTIRUN
     cfg: Config | None = None
     try:
         cfg = _config(composed)
-        run_job(cfg, multirun=multirun, live=sys.stdout.isatty() and not multirun)
+        chain = run_job(cfg, multirun=multirun, live=sys.stdout.isatty() and not multirun)
+        return objective(chain, cfg.objective, cfg.prune.levels)
     except (ConfigError, UserError) as error:
         _remove_hydra_dir(Path(composed.root))
         _fail(str(error))
