@@ -227,7 +227,11 @@ def test_supervised_headline_is_accuracy_at_early_stop(report_dir: Path) -> None
     dense = summary[(summary["level"] == 0) & (summary["variant"] == "ticket")].iloc[0]
     assert dense["mean"] == pytest.approx(0.91) and dense["secondary_mean"] == pytest.approx(0.5)
     md = (report_dir / "lenet-digits" / "summary.md").read_text()
-    assert "metric: `test_accuracy_at_early_stop`" in md and "mean test_accuracy" in md
+    assert (
+        "**test accuracy at early stop (test_accuracy_at_early_stop)**" in md and "mean test_accuracy" in md
+    )
+    # Accuracy lies in [0, 1]: the bounded test is told so.
+    assert "range, known for this task: [0, 1]" in md
 
 
 def test_holm_is_named_and_can_only_weaken(tmp_path: Path) -> None:

@@ -10,7 +10,8 @@ import pandas as pd
 import pytest
 
 from rl_tickets.report import aggregates, main
-from rl_tickets.report.crossenv import IQM_COLUMNS, POI_COLUMNS, PROFILE_COLUMNS, normalise
+from rl_tickets.report.aggregate_plots import _score_name
+from rl_tickets.report.crossenv import IQM_COLUMNS, POI_COLUMNS, PROFILE_COLUMNS, Aggregate, normalise
 
 SEEDS = range(5)
 # Returns of very different scales and signs: normalisation is what makes them comparable.
@@ -136,3 +137,25 @@ def test_dense_normalisation_puts_the_dense_mean_at_one() -> None:
     scores = normalise(per_seed, "dense")
     assert scores.tolist() == pytest.approx([20 / 30, 40 / 30, 0.0, 1.0])
     assert normalise(per_seed.assign(value=500.0), "minmax").tolist() == [1.0] * 4
+
+
+def test_the_aggregate_names_its_metric(report: Path, tmp_path: Path) -> None:
+    """``--metric best`` scores the same runs by their best evaluation; these chains have no curves, so
+    each level's one evaluation is its best and the IQM table equals the final one."""
+    build_root(tmp_path)
+    assert main([str(tmp_path), "--n-resamples", "1000", "--metric", "best"]) == 0
+    name = "across-ppo_acrobot+cartpole+pendulum"
+    text = (tmp_path / "report" / name / "aggregates.md").read_text()
+    assert "`--metric best`): best return (max over evaluations)" in text
+    assert (
+        "`--metric final`): final return (eval_return_mean)" in (report / name / "aggregates.md").read_text()
+    )
+    pd.testing.assert_frame_equal(
+        pd.read_csv(tmp_path / "report" / name / "iqm.csv"), pd.read_csv(report / name / "iqm.csv")
+    )
+
+
+def test_aggregate_axes_name_the_metric() -> None:
+    for metric in ("final", "best", "auc"):
+        label = _score_name(Aggregate("x", [], normalisation="minmax", metric=metric))
+        assert label == f"min-max normalised score of the {metric} metric"

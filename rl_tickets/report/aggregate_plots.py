@@ -20,8 +20,9 @@ PROFILE_PANELS = 4
 
 
 def _score_name(aggregate: Aggregate) -> str:
-    """The y label of normalised scores."""
-    return "min-max normalised score" if aggregate.normalisation == "minmax" else "dense-normalised score"
+    """The y label of normalised scores, naming the per-level metric scored (``--metric``)."""
+    score = "min-max normalised score" if aggregate.normalisation == "minmax" else "dense-normalised score"
+    return f"{score} of the {aggregate.metric} metric"
 
 
 def _n_label(name: str, n_envs: int, n_runs: int | None = None) -> str:

@@ -44,7 +44,9 @@ from rl_tickets.report.markdown import (
     summary_markdown,
 )
 from rl_tickets.report.masks import analyse_masks, has_mask_plot, masks_markdown
+from rl_tickets.report.metrics import DEFAULT_METRIC, METRICS, metric_label
 from rl_tickets.report.plots import plot_masks, plot_metric_vs_density, plot_name
+from rl_tickets.report.ranges import metric_bounds
 from rl_tickets.report.records import TICKET, Experiment
 from rl_tickets.report.tables import (
     DEFAULT_MIN_SEEDS,
@@ -89,9 +91,10 @@ def write_experiment(exp: Experiment, out_dir: Path, options: ReportOptions) -> 
     :return: fields for the index.
     """
     out_dir.mkdir(parents=True, exist_ok=True)
-    per_seed = per_seed_table(exp)
+    per_seed = per_seed_table(exp, options.metric)
     summary = summary_table(per_seed, options.n_resamples)
-    verdicts = verdict_table(per_seed, options)
+    # The metric's known range (CartPole 0-500, accuracy 0-1) makes "matches dense?" valid on tied seeds.
+    verdicts = verdict_table(per_seed, options, metric_bounds(exp.meta))
     per_seed.to_csv(out_dir / "per_seed.csv", index=False)
     summary.to_csv(out_dir / "summary.csv", index=False)
     verdicts.to_csv(out_dir / "verdicts.csv", index=False)
@@ -101,7 +104,7 @@ def write_experiment(exp: Experiment, out_dir: Path, options: ReportOptions) -> 
         summary_markdown(exp, summary, verdicts, options) + curves_markdown(curve_images)
     )
     if not summary.empty:
-        plot_metric_vs_density(summary, out_dir / plot_name(exp), exp.metric, title)
+        plot_metric_vs_density(summary, out_dir / plot_name(exp), metric_label(exp, options.metric), title)
     analysis = analyse_masks(exp)
     (out_dir / "masks.md").write_text(masks_markdown(exp, analysis))
     if has_mask_plot(analysis):
@@ -113,7 +116,7 @@ def write_experiment(exp: Experiment, out_dir: Path, options: ReportOptions) -> 
         "task": exp.meta.get("task", "?"),
         "algo": exp.meta.get("algo") or exp.meta.get("model") or "?",
         "env": exp.meta.get("env", "?"),
-        "metric": exp.metric,
+        "metric": metric_label(exp, options.metric),
         "seeds": len(exp.chains),
         "max_level": int(tickets["level"].max()) if not tickets.empty else None,
         "min_density": float(tickets["density"].min()) if not tickets.empty else float("nan"),
@@ -121,7 +124,11 @@ def write_experiment(exp: Experiment, out_dir: Path, options: ReportOptions) -> 
 
 
 def write_aggregates(
-    experiments: list[Experiment], out: Path, normalisation: str, n_resamples: int
+    experiments: list[Experiment],
+    out: Path,
+    normalisation: str,
+    n_resamples: int,
+    metric: str = DEFAULT_METRIC,
 ) -> list[tuple[str, str]]:
     """Cross-environment aggregates of every protocol run on several environments.
 
@@ -129,11 +136,12 @@ def write_aggregates(
     :param out: the report folder (each aggregate gets ``<out>/across-<label>/``).
     :param normalisation: ``minmax`` or ``dense``.
     :param n_resamples: stratified-bootstrap resamples.
+    :param metric: the per-level metric (``final``, ``best`` or ``auc``).
     :return: ``(label, folder)`` per aggregate, for ``index.md``.
     """
     entries = []
     for aggregate in find_aggregates(experiments):
-        compute(aggregate, normalisation, n_resamples)
+        compute(aggregate, normalisation, n_resamples, metric)
         folder = out / safe_name(f"across-{aggregate.label}")
         folder.mkdir(parents=True, exist_ok=True)
         aggregate.iqm.to_csv(folder / "iqm.csv", index=False)
@@ -192,6 +200,13 @@ def build_parser() -> argparse.ArgumentParser:
         "--n-resamples", type=int, default=stats.DEFAULT_N_RESAMPLES, help="bootstrap resamples"
     )
     parser.add_argument(
+        "--metric",
+        choices=METRICS,
+        default=DEFAULT_METRIC,
+        help="headline metric per level: final (end-of-level evaluation; default), best (max over the "
+        "level's evaluations) or auc (area under the evaluation curve / steps; needs >= 2 evaluations)",
+    )
+    parser.add_argument(
         "--normalise",
         choices=NORMALISATIONS,
         default="minmax",
@@ -228,12 +243,12 @@ def main(argv: list[str] | None = None) -> int:
         )
         return 2
     options = ReportOptions(
-        args.min_seeds, args.tolerance, args.n_resamples, args.alpha, args.test, args.holm
+        args.min_seeds, args.tolerance, args.n_resamples, args.alpha, args.test, args.holm, args.metric
     )
     out: Path = args.out if args.out is not None else root / "report"
     entries = [write_experiment(exp, out / safe_name(exp.label), options) for exp in experiments]
     # Verdict-grade resamples are not needed for the aggregates' bands; cap them to keep reports quick.
-    across = write_aggregates(experiments, out, args.normalise, min(args.n_resamples, 5000))
+    across = write_aggregates(experiments, out, args.normalise, min(args.n_resamples, 5000), args.metric)
     (out / "index.md").write_text(index_markdown(entries, root) + aggregates_index(across))
     extra = f" and {len(across)} cross-environment aggregate(s)" if across else ""
     print(f"rl-tickets-report: wrote {len(entries)} experiment(s){extra} to {out}")

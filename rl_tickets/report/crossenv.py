@@ -26,6 +26,7 @@ import numpy as np
 import pandas as pd
 
 from rl_tickets.report import aggregates
+from rl_tickets.report.metrics import DEFAULT_METRIC
 from rl_tickets.report.records import TICKET, Experiment, variant_order
 from rl_tickets.report.tables import per_seed_table
 
@@ -46,11 +47,13 @@ class Aggregate:
     :param iqm: :data:`IQM_COLUMNS`.
     :param improvement: :data:`POI_COLUMNS`.
     :param profiles: :data:`PROFILE_COLUMNS`.
+    :param metric: the per-level metric scored (``final``, ``best`` or ``auc``).
     """
 
     label: str
     experiments: list[Experiment]
     normalisation: str = "minmax"
+    metric: str = DEFAULT_METRIC
     iqm: pd.DataFrame = field(default_factory=lambda: pd.DataFrame(columns=IQM_COLUMNS))
     improvement: pd.DataFrame = field(default_factory=lambda: pd.DataFrame(columns=POI_COLUMNS))
     profiles: pd.DataFrame = field(default_factory=lambda: pd.DataFrame(columns=PROFILE_COLUMNS))
@@ -139,7 +142,9 @@ def _runs(scored: list[pd.DataFrame], level: int, variant: str) -> list[np.ndarr
     return tasks
 
 
-def compute(aggregate: Aggregate, normalisation: str = "minmax", n_resamples: int = 2000) -> Aggregate:
+def compute(
+    aggregate: Aggregate, normalisation: str = "minmax", n_resamples: int = 2000, metric: str = DEFAULT_METRIC
+) -> Aggregate:
     """Fill an aggregate's IQM, probability-of-improvement and performance-profile tables.
 
     Only (level, variant) pairs present on every environment are compared, so every number is over the
@@ -148,11 +153,14 @@ def compute(aggregate: Aggregate, normalisation: str = "minmax", n_resamples: in
     :param aggregate: from :func:`find_aggregates`.
     :param normalisation: ``minmax`` or ``dense``.
     :param n_resamples: stratified-bootstrap resamples.
+    :param metric: the per-level metric (:mod:`rl_tickets.report.metrics`); runs where it is undefined
+        (an auc with one evaluation) are left out.
     :return: the same aggregate, filled in.
     """
     scored = []
+    aggregate.metric = metric
     for exp in aggregate.experiments:
-        per_seed = per_seed_table(exp)
+        per_seed = per_seed_table(exp, metric).dropna(subset=["value"])
         scored.append(
             per_seed.assign(score=normalise(per_seed, normalisation)) if not per_seed.empty else per_seed
         )

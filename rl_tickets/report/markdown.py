@@ -12,7 +12,9 @@ import pandas as pd
 from rl_tickets.report import stats
 from rl_tickets.report.crossenv import Aggregate
 from rl_tickets.report.formatting import fmt_density, fmt_num, fmt_p, md_table, safe_name
+from rl_tickets.report.metrics import metric_definition, metric_label
 from rl_tickets.report.plots import plot_name
+from rl_tickets.report.ranges import metric_bounds
 from rl_tickets.report.records import DENSE, Experiment, variant_order
 from rl_tickets.report.tables import UNTRAINED_MASKS, ReportOptions
 
@@ -45,15 +47,16 @@ def summary_markdown(
     """The text of ``summary.md``: metric table, verdict table, their rules and the plot."""
     meta = exp.meta
     seeds = ", ".join(str(c.seed) for c in exp.chains)
+    label = metric_label(exp, options.metric)
     out = [
         f"# {exp.label}\n",
         f"- task: {meta.get('task', '?')}, {learner_of(meta)}, {'data' if meta.get('task') == 'supervised' else 'env'}: "
         f"{meta.get('env', '?')}",
-        f"- metric: `{exp.metric}`"
+        f"- metric (`--metric {options.metric}`): **{label}**: {metric_definition(exp, options.metric)}"
         + (f" (also shown: mean `{exp.secondary}`)" if exp.secondary else "")
         + f"; seeds: {seeds}; chain hash: `{exp.chain_hash}`",
         "- statistics (descriptive): mean, sd and IQM over seeds; 95% percentile-bootstrap CI of the mean over seeds\n",
-        "## Metric by density\n",
+        f"## {label[0].upper() + label[1:]} by density\n",
     ]
     if summary.empty:
         out.append("No completed levels yet.\n")
@@ -78,7 +81,7 @@ def summary_markdown(
     min_n = max(options.min_seeds, stats.min_seeds_for(options.test, options.alpha))
     out += [
         "## Verdicts\n",
-        f"Test: **{TEST_NAMES[options.test]}** (*ticket − comparison*, one difference per seed), "
+        f"Metric: **{label}**. Test: **{TEST_NAMES[options.test]}** (*ticket − comparison*, one difference per seed), "
         f"alpha = {options.alpha:g}. Each cell: verdict, mean difference, its {confidence} t-interval, "
         "p-value, number of paired seeds n."
         + (
@@ -89,7 +92,9 @@ def summary_markdown(
         f"- **matches dense?** (Frankle & Carbin): non-inferiority against the level-0 dense network with margin "
         f'm = {options.tolerance:g} × |dense mean|: *matches* if "mean difference ≤ −m" is rejected one-sided '
         f'at alpha/2 = {options.alpha / 2:g} (p shown), *below dense* if "mean difference ≥ −m" is rejected at '
-        "alpha/2, else *inconclusive*. A ticket that clearly beats dense also matches.",
+        "alpha/2, else *inconclusive*. Each one-sided p-value is the larger of this test's and a "
+        "distribution-free bounded-mean test's (valid on capped, tied and two-point returns; "
+        "docs/verdicts.md). " + _range_text(metric_bounds(exp.meta)),
         f'- **beats <control>?** (Yu et al.): two-sided test of "mean difference = 0" at alpha, split into '
         f"its sides: *better* or *worse* (each at most alpha/2 = {options.alpha / 2:g} under the null), "
         "else *no difference*.",
@@ -110,8 +115,21 @@ def summary_markdown(
                 [level, fmt_density(group["density"].iloc[0])] + [cells.get(c, "–") for c in comparisons]
             )
         out.append(md_table(headers, rows))
-    out.append(f"![{exp.metric} vs density]({plot_name(exp)})\n")
+    out.append(f"![{label} vs density]({plot_name(exp)})\n")
     return "\n".join(out)
+
+
+def _range_text(bounds: tuple[float, float] | None) -> str:
+    """What the bounded test assumed about the metric's range (known, or guessed from the data)."""
+    if bounds is None:
+        return (
+            "The metric's range is not known for this task: the bounded test takes the hull of 0 and the "
+            "observed values (a guess), and constant differences give *inconclusive* at any n."
+        )
+    return (
+        f"The metric's range, known for this task: [{fmt_num(bounds[0])}, {fmt_num(bounds[1])}] "
+        "(`rl_tickets/report/ranges.py`); values observed outside it widen it."
+    )
 
 
 def _question(comparison: str) -> str:
@@ -198,7 +216,8 @@ def aggregate_markdown(aggregate: Aggregate, images: Sequence[str]) -> str:
     out = [
         f"# Across environments: {aggregate.label}\n",
         f"- environments: {members}",
-        f"- scores: {NORMALISATION_TEXT[aggregate.normalisation]}",
+        f"- scores: {NORMALISATION_TEXT[aggregate.normalisation]}; metric (`--metric {aggregate.metric}`): "
+        + metric_label(aggregate.experiments[0], aggregate.metric),
         "- statistics (Agarwal et al. 2021, rliable's definitions): IQM over every run of every environment; "
         "P(ticket > control) = the chance that a random ticket run beats a random control run on the same "
         "environment, averaged over environments (0.5 = no difference); intervals are 95% stratified-bootstrap "

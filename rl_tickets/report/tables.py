@@ -9,7 +9,9 @@ import numpy as np
 import pandas as pd
 
 from rl_tickets.report import stats
-from rl_tickets.report.records import DENSE, TICKET, Experiment, variant_order, warn
+from rl_tickets.report.metrics import DEFAULT_METRIC, curve_column, level_metric
+from rl_tickets.report.records import DENSE, TICKET, Experiment, level_dirs, variant_order, warn
+from rl_tickets.report.verdicts import Bounds
 from rl_tickets.sparsity.supermask import SUPERMASK_CONTROLS
 
 # Five seeds at least: below that a verdict rests on too little (and the sign-flip test needs six).
@@ -26,6 +28,7 @@ class ReportOptions:
     :param alpha: two-sided level of the verdict tests.
     :param test: ``t`` (paired t-test) or ``signflip`` (exact sign-flip permutation test).
     :param holm: Holm-adjust p-values within each question of an experiment.
+    :param metric: the headline metric, ``final``, ``best`` or ``auc`` (:mod:`rl_tickets.report.metrics`).
     """
 
     min_seeds: int = DEFAULT_MIN_SEEDS
@@ -34,16 +37,19 @@ class ReportOptions:
     alpha: float = stats.DEFAULT_ALPHA
     test: str = "t"
     holm: bool = False
+    metric: str = DEFAULT_METRIC
 
 
-def per_seed_table(exp: Experiment) -> pd.DataFrame:
+def per_seed_table(exp: Experiment, metric: str = DEFAULT_METRIC) -> pd.DataFrame:
     """One row per (seed, level, variant) with ``density`` and ``value`` (the metric).
 
     A level logged twice (e.g. a resumed run appending) keeps its last row.
 
     :param exp: the experiment.
-    :return: columns ``seed, level, variant, density, value, secondary`` (``secondary``: the
-        experiment's second metric, e.g. the final test accuracy; NaN where there is none).
+    :param metric: ``final`` (levels.csv), ``best`` or ``auc`` (from each level's eval_curve.csv).
+    :return: columns ``seed, level, variant, density, value, secondary, metric`` (``secondary``: the
+        experiment's second metric, e.g. the final test accuracy; NaN where there is none; ``metric``:
+        the metric's name).
     """
     frames = []
     for chain in exp.chains:
@@ -63,10 +69,17 @@ def per_seed_table(exp: Experiment) -> pd.DataFrame:
                 "secondary": pd.to_numeric(df.get(exp.secondary or "", np.nan), errors="coerce"),
             }
         )
-        frames.append(rows.dropna(subset=["level"]))
+        rows = rows.dropna(subset=["level"])
+        if metric != "final":
+            dirs = level_dirs(chain)
+            rows["value"] = [
+                level_metric(dirs.get((int(r.level), r.variant)), curve_column(exp), metric, r.value)
+                for r in rows.itertuples()
+            ]
+        frames.append(rows)
     if not frames:
-        return pd.DataFrame(columns=["seed", "level", "variant", "density", "value", "secondary"])
-    table = pd.concat(frames, ignore_index=True)
+        return pd.DataFrame(columns=["seed", "level", "variant", "density", "value", "secondary", "metric"])
+    table = pd.concat(frames, ignore_index=True).assign(metric=metric)
     table["level"] = table["level"].astype(int)
     table = table.drop_duplicates(subset=["seed", "level", "variant"], keep="last")
     return table.sort_values(["level", "variant", "seed"], ignore_index=True)
@@ -77,7 +90,8 @@ def summary_table(per_seed: pd.DataFrame, n_resamples: int = stats.DEFAULT_N_RES
 
     :param per_seed: output of :func:`per_seed_table`.
     :param n_resamples: bootstrap resamples.
-    :return: columns ``level, variant, density, n, mean, std, iqm, ci_low, ci_high, secondary_mean``.
+    :return: columns ``level, variant, density, n, mean, std, iqm, ci_low, ci_high, secondary_mean,
+        metric`` (the metric's name, from ``per_seed``).
     """
     columns = [
         "level",
@@ -105,9 +119,16 @@ def summary_table(per_seed: pd.DataFrame, n_resamples: int = stats.DEFAULT_N_RES
                 "secondary_mean": float(secondary.mean()) if secondary.notna().any() else float("nan"),
             }
         )
-    table = pd.DataFrame(rows, columns=columns)
+    table = pd.DataFrame(rows, columns=columns).assign(metric=_metric_of(per_seed))
     table["_order"] = table["variant"].map(order)
     return table.sort_values(["level", "_order"], ignore_index=True).drop(columns="_order")
+
+
+def _metric_of(per_seed: pd.DataFrame) -> str:
+    """The metric named in a per-seed table (``final`` for tables written before it was named)."""
+    if "metric" in per_seed.columns and per_seed["metric"].notna().any():
+        return str(per_seed["metric"].dropna().iloc[0])
+    return DEFAULT_METRIC
 
 
 def _per_seed_values(per_seed: pd.DataFrame, level: int, variant: str, seeds: Sequence[int]) -> np.ndarray:
@@ -121,7 +142,9 @@ def _per_seed_values(per_seed: pd.DataFrame, level: int, variant: str, seeds: Se
 UNTRAINED_MASKS = "supermask_vs_random_supermask"
 
 
-def verdict_table(per_seed: pd.DataFrame, options: ReportOptions | None = None) -> pd.DataFrame:
+def verdict_table(
+    per_seed: pd.DataFrame, options: ReportOptions | None = None, bounds: Bounds = None
+) -> pd.DataFrame:
     """Paired verdicts per pruned level: ticket vs dense (level-0 ticket) and vs each control.
 
     With ``options.holm`` the p-values of each question ("matches dense?" over the levels; "beats
@@ -129,15 +152,20 @@ def verdict_table(per_seed: pd.DataFrame, options: ReportOptions | None = None) 
 
     :param per_seed: output of :func:`per_seed_table`.
     :param options: test, alpha, minimum seeds, tolerance and Holm correction.
+    :param bounds: the metric's known range ``(low, high)`` (:func:`rl_tickets.report.ranges.metric_bounds`),
+        which "matches dense?" needs for a verdict on tied seeds; ``None`` when unknown.
     :return: columns ``level, density, comparison, question, test, n, diff_mean, ci_low, ci_high,
-        margin, p_value, p_below, p_value_holm, p_below_holm, verdict``; the ``*_holm`` columns are
-        filled only with ``options.holm``; ``comparison`` is ``"dense"``, a control name, or
-        :data:`UNTRAINED_MASKS` (``supermask`` against ``random_supermask``, both untrained).
+        margin, p_value, p_below, p_value_holm, p_below_holm, verdict, metric, low, high``; the
+        ``*_holm`` columns are filled only with ``options.holm``; ``comparison`` is ``"dense"``, a
+        control name, or :data:`UNTRAINED_MASKS` (``supermask`` against ``random_supermask``, both
+        untrained); ``metric`` names the metric; ``low``/``high`` are the range the bounded test of
+        "matches dense?" assumed (NaN for "beats").
     """
     options = options or ReportOptions()
     columns = [
         "level", "density", "comparison", "question", "test", "n", "diff_mean",
         "ci_low", "ci_high", "margin", "p_value", "p_below", "p_value_holm", "p_below_holm", "verdict",
+        "metric", "low", "high",
     ]  # fmt: skip
     seeds = sorted(per_seed["seed"].unique())
     tickets = per_seed[(per_seed["variant"] == TICKET) & (per_seed["level"] > 0)]
@@ -165,6 +193,7 @@ def verdict_table(per_seed: pd.DataFrame, options: ReportOptions | None = None) 
                 tolerance=options.tolerance,
                 alpha=options.alpha,
                 test=options.test,
+                bounds=bounds,
             )
             rows.append(
                 {
@@ -183,6 +212,9 @@ def verdict_table(per_seed: pd.DataFrame, options: ReportOptions | None = None) 
                     "p_value_holm": float("nan"),
                     "p_below_holm": float("nan"),
                     "verdict": result.verdict,
+                    "metric": _metric_of(per_seed),
+                    "low": result.low,
+                    "high": result.high,
                 }
             )
     table = pd.DataFrame(rows, columns=columns)
