@@ -14,6 +14,7 @@ from typing import Any, Protocol
 
 import torch
 
+from rl_tickets.sparsity.dynamic import DynamicSchedule
 from rl_tickets.sparsity.masks import Mask
 
 # Called during training with (step, cumulative metrics) so the runner can mirror curves.
@@ -44,6 +45,8 @@ class LevelPlan:
     :param snapshot_step: while training, save the full training state at this step (dense run).
     :param mask_schedule: called periodically to update the mask during training (gradual pruning).
     :param mask_schedule_every: period of ``mask_schedule`` in steps.
+    :param sparse: sparse training (static, SET, RigL): updated by the trainer while it trains, then
+        holding the final mask and the log of every update; ``mask`` is its initial random mask.
     :param record: extra facts for the level's metrics.json (e.g. a control's construction seed).
     """
 
@@ -61,6 +64,7 @@ class LevelPlan:
     snapshot_step: int | None = None
     mask_schedule: MaskSchedule | None = None
     mask_schedule_every: int = 0
+    sparse: DynamicSchedule | None = None
     record: dict[str, Any] = field(default_factory=dict)
 
 

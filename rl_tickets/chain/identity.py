@@ -11,10 +11,10 @@ from __future__ import annotations
 
 import hashlib
 import json
-from dataclasses import asdict
+from dataclasses import asdict, replace
 from typing import Any
 
-from rl_tickets.config import Config
+from rl_tickets.config import Config, resolved_end_fraction
 
 # Identity keys per task; each is a dotted section of Config (a whole section or a single field).
 RL_DENSE_KEYS = (
@@ -66,6 +66,11 @@ def flat_config(cfg: Config) -> dict[str, Any]:
 def _identity(cfg: Config, keys: tuple[str, ...], with_seed: bool) -> dict[str, Any]:
     """The values of the selected dotted keys that differ from the schema defaults (or are ALWAYS)."""
     flat, defaults = flat_config(cfg), flat_config(Config())
+    # prune.end_fraction's default depends on the schedule (None in the schema): hash the value it
+    # resolves to, left out when it equals that schedule's own default, so an explicit gradual 0.8
+    # and the implicit one hash as they always did.
+    flat["prune.end_fraction"] = resolved_end_fraction(cfg.prune)
+    defaults["prune.end_fraction"] = resolved_end_fraction(replace(cfg.prune, end_fraction=None))
     selected = [
         k for k in flat if any(k == s or k.startswith(s + ".") for s in keys) and k not in NOT_IDENTITY
     ]

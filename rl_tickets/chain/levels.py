@@ -1,7 +1,8 @@
 """Writing one level: train (or evaluate) it into ``<level>.partial``, record it, then move it in.
 
 A finished level holds its mask (``mask.pt``), ``metrics.json`` (the trainer's metrics, where the
-time went, what the level started from), its evaluation curve and, last, the COMPLETE manifest.
+time went, what the level started from), its evaluation curve, under sparse training its mask
+updates (``mask_updates.csv``) and, last, the COMPLETE manifest.
 Each level's metrics.json records where its time went (``time``: train, eval, save, prune, total
 seconds) and ``steps_per_s`` (training alone); levels.csv carries ``train_s``.
 """
@@ -18,9 +19,12 @@ from rl_tickets.chain.context import ChainContext
 from rl_tickets.chain.manifest import write_complete
 from rl_tickets.chain.store import fresh_partial, write_csv
 from rl_tickets.level import CurveSink, LevelOutcome, LevelPlan
+from rl_tickets.sparsity.dynamic import LOG_COLUMNS
 from rl_tickets.sparsity.masks import Mask, save_mask
 from rl_tickets.timing import TIME_KEYS, Stopwatch, steps_per_second
 
+# Sparse training's log of mask updates in a level directory (rl_tickets.sparsity.dynamic.LOG_COLUMNS).
+MASK_UPDATES = "mask_updates.csv"
 # Builds a level's curve sink from (offset, start_step): the cumulative x-axis of its curves.
 SinkMaker = Callable[[int, int], CurveSink]
 
@@ -46,6 +50,8 @@ def train_level(
     start_step = plan.start_step if plan.start_step is not None else chain.checkpoint_step(plan.start)
     outcome = chain.trainer.train(plan, partial_dir, make_sink(offset, start_step))
     mask = outcome.mask if outcome.mask is not None else (plan.mask or chain.dense_mask(plan.width_scale))
+    if plan.sparse is not None:  # sparse training: the trainer updated the schedule's mask in place
+        mask = plan.sparse.mask
     with watch.section("save"):
         save_mask(mask, partial_dir / "mask.pt")
     finish_level(
@@ -97,6 +103,8 @@ def finish_level(
     if outcome.curve:
         columns = sorted({k for row in outcome.curve for k in row}, key=lambda k: (k != "step", k))
         write_csv(partial / "eval_curve.csv", outcome.curve, columns)
+    if plan.sparse is not None:  # sparse training: every mask update, per layer (static: none)
+        write_csv(partial / MASK_UPDATES, plan.sparse.log, list(LOG_COLUMNS))
     write_complete(partial, chain.upstream(level, variant))
     shutil.rmtree(final, ignore_errors=True)
     partial.replace(final)

@@ -30,7 +30,7 @@ VERSION = 1
 CHUNK = 1 << 20
 # Variants built from the previous level's ticket (its mask, or its weights under finetune); every
 # other variant of a level (the controls) is built from that level's ticket.
-FROM_PREVIOUS_TICKET = ("ticket", "transfer", "gradual")
+FROM_PREVIOUS_TICKET = ("ticket", "transfer", "gradual", "static", "set", "rigl")
 
 
 def upstream_key(level: int, variant: str) -> tuple[int, str] | None:

@@ -16,10 +16,11 @@ import torch
 
 from rl_tickets.chain.context import ChainContext
 from rl_tickets.chain.store import TICKET, TRANSFER, is_complete
-from rl_tickets.config import ConfigError
+from rl_tickets.config import ONE_RUN_SCHEDULES, SPARSE_TRAINING, ConfigError, resolved_end_fraction
 from rl_tickets.level import LevelPlan
 from rl_tickets.seeds import seed_for
 from rl_tickets.sparsity.controls import ARCHITECTURE_CONTROLS, CONTROLS, ControlInputs, build_control
+from rl_tickets.sparsity.dynamic import DynamicSchedule, layer_counts, random_mask
 from rl_tickets.sparsity.gradual import GradualSchedule
 from rl_tickets.sparsity.masks import Mask, load_mask
 from rl_tickets.sparsity.pruning import next_mask
@@ -158,9 +159,13 @@ def weight_control_plan(chain: ChainContext, level: int, variant: str) -> LevelP
 
 
 def small_dense_plan(chain: ChainContext, level: int, variant: str) -> LevelPlan:
-    """A dense network shrunk to the ticket's kept weight count, trained from a fresh init."""
+    """A dense network shrunk to the ticket's kept weight count, trained from a fresh init (beside a
+    one-run schedule: to its target count, :func:`one_run_counts`)."""
     control_seed = seed_for(chain.cfg.seed, level, variant)
-    kept = sum(int(m.sum()) for m in chain.counted(mask_of_ticket(chain, level)).values())
+    if chain.cfg.prune.schedule in ONE_RUN_SCHEDULES:
+        kept = sum(one_run_counts(chain).values())
+    else:
+        kept = sum(int(m.sum()) for m in chain.counted(mask_of_ticket(chain, level)).values())
     return LevelPlan(
         start=None,
         steps=chain.trainer.budget,
@@ -211,7 +216,7 @@ def gradual_plan(chain: ChainContext, level: int, variant: str) -> LevelPlan:
         names=chain.prunable_names(),
         final_density=p.final_density,
         begin=round(p.start_fraction * budget),
-        end=round(p.end_fraction * budget),
+        end=round(resolved_end_fraction(p) * budget),
         every=p.update_every,
     )
     return LevelPlan(
@@ -225,11 +230,55 @@ def gradual_plan(chain: ChainContext, level: int, variant: str) -> LevelPlan:
     )
 
 
+def one_run_counts(chain: ChainContext) -> dict[str, int]:
+    """Kept weights per counted layer at ``prune.final_density`` under ``prune.distribution``: sparse
+    training's exact counts, and what a gradual run ends at (up to its per-update rounding).
+
+    :param chain: the chain.
+    """
+    shapes = {n: tuple(m.shape) for n, m in chain.counted(chain.dense_mask()).items()}
+    return layer_counts(shapes, chain.cfg.prune.final_density, chain.cfg.prune.distribution)
+
+
+def sparse_plan(chain: ChainContext, level: int, variant: str) -> LevelPlan:
+    """Sparse training (static, SET, RigL): one run from the dense run's initialisation with a random
+    mask at the target density (the same mask for all three: they differ only by its updates)."""
+    cfg, budget = chain.cfg, chain.trainer.budget
+    counts = one_run_counts(chain)
+    mask_seed = seed_for(cfg.seed, level, "sparse_mask")
+    drawn = random_mask(
+        {n: tuple(chain.dense_mask()[n].shape) for n in counts},
+        counts,
+        torch.Generator().manual_seed(mask_seed),
+    )
+    mask = {**chain.dense_mask(), **drawn}
+    update_seed = seed_for(cfg.seed, level, variant)
+    schedule = DynamicSchedule(
+        method=variant,
+        mask=mask,
+        updated=list(counts),
+        every=cfg.prune.update_every,
+        end=round(resolved_end_fraction(cfg.prune) * budget),
+        drop_fraction=cfg.prune.drop_fraction,
+        seed=update_seed,
+    )
+    return LevelPlan(
+        start=chain.trainer.snapshot_path(chain.dense_dir, 0),
+        steps=budget,
+        mask={n: m.clone() for n, m in mask.items()},
+        seed=seed_for(cfg.seed, level),
+        start_step=0,
+        sparse=schedule,
+        record={"mask_seed": mask_seed, "update_seed": update_seed},
+    )
+
+
 PLANS: dict[str, Plan] = {
     DENSE: dense_plan,
     TICKET: ticket_plan,
     TRANSFER: transfer_plan,
     "gradual": gradual_plan,
+    **{schedule: sparse_plan for schedule in SPARSE_TRAINING},
     **{control: weight_control_plan for control in CONTROLS},
     **{control: small_dense_plan for control in ARCHITECTURE_CONTROLS},
 }
@@ -239,6 +288,6 @@ def plan_of(level: int, variant: str) -> Plan:
     """The plan builder of a trained (level, variant): level 0 is the dense run.
 
     :param level: level number.
-    :param variant: ticket, a control, ``transfer`` or ``gradual``.
+    :param variant: ticket, a control, ``transfer``, ``gradual``, ``static``, ``set`` or ``rigl``.
     """
     return PLANS[DENSE] if level == 0 else PLANS[variant]

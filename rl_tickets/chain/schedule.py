@@ -6,6 +6,7 @@ from rl_tickets.chain.context import ChainContext
 from rl_tickets.chain.plans import transfer_mask_path
 from rl_tickets.chain.store import TICKET, TRANSFER
 from rl_tickets.chain.workers import Task
+from rl_tickets.config import ONE_RUN_SCHEDULES
 
 
 def chain_tasks(chain: ChainContext) -> list[Task]:
@@ -19,8 +20,10 @@ def chain_tasks(chain: ChainContext) -> list[Task]:
     :param chain: the chain.
     """
     cfg = chain.cfg
-    if cfg.prune.schedule == "gradual":  # one run (level 1); prune.levels=0 trains only the dense net
-        return [Task((1, "gradual"))] if cfg.prune.levels else []
+    if cfg.prune.schedule in ONE_RUN_SCHEDULES:  # one run (level 1); prune.levels=0: only the dense net
+        # small_dense (the only control here) is matched to the schedule's target count, not its run.
+        runs = [cfg.prune.schedule, *cfg.controls] if cfg.prune.levels else []
+        return [Task((1, variant)) for variant in runs]
     tasks = []
     for level in range(1, cfg.prune.levels + 1):
         tasks.append(Task((level, TICKET), after=((level - 1, TICKET),)))

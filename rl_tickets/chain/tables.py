@@ -8,10 +8,10 @@ from typing import Any
 
 from rl_tickets.chain.context import ChainContext
 from rl_tickets.chain.store import TICKET, TRANSFER, finished_variants, is_complete, write_atomic, write_csv
-from rl_tickets.config import CHOICES, display_name
+from rl_tickets.config import CHOICES, SPARSE_TRAINING, display_name
 from rl_tickets.sparsity.masks import layer_densities, load_mask
 
-VARIANT_ORDER = (TICKET, *CHOICES["controls"], TRANSFER, "gradual")
+VARIANT_ORDER = (TICKET, *CHOICES["controls"], TRANSFER, "gradual", *SPARSE_TRAINING)
 # levels.csv's time column (the rest of the breakdown is in metrics.json and goes to W&B).
 TIME_COLUMNS = ("train_s",)
 # Roles of meta.json's ``roles`` (decided by module identity in rl/roles.py), in column order: each role

@@ -21,7 +21,7 @@ from rl_tickets.cli.console import fmt_value, say, text_table
 from rl_tickets.cli.preflight import check_network, check_values
 from rl_tickets.cli.resume import resuming_line
 from rl_tickets.cli.stops import exit_code
-from rl_tickets.config import Config, ConfigError, display_name, validate
+from rl_tickets.config import ONE_RUN_SCHEDULES, Config, ConfigError, display_name, validate
 from rl_tickets.trainers import UserError, build_trainer
 
 log = logging.getLogger(__name__)
@@ -35,7 +35,7 @@ class Progress(Mirror):
         self.cfg, self.metric, self.budget = cfg, metric, budget
         self.started = time.monotonic()
         self.done = 0
-        levels = min(cfg.prune.levels, 1) if cfg.prune.schedule == "gradual" else cfg.prune.levels
+        levels = min(cfg.prune.levels, 1) if cfg.prune.schedule in ONE_RUN_SCHEDULES else cfg.prune.levels
         self.total = levels * (1 + len(cfg.controls) + bool(cfg.transfer_from)) + 1
         self.bar = None
         if live:

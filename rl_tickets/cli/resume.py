@@ -14,7 +14,7 @@ from collections.abc import Sequence
 
 from rl_tickets.chain.identity import chain_identity
 from rl_tickets.chain.store import PARTIAL, TICKET, ChainPaths, is_complete
-from rl_tickets.config import Config
+from rl_tickets.config import ONE_RUN_SCHEDULES, Config
 
 
 def level_variants(cfg: Config, level: int) -> list[str]:
@@ -25,17 +25,17 @@ def level_variants(cfg: Config, level: int) -> list[str]:
     """
     if level == 0:
         return [TICKET]
-    if cfg.prune.schedule == "gradual":
-        return ["gradual"]
+    if cfg.prune.schedule in ONE_RUN_SCHEDULES:
+        return [cfg.prune.schedule, *cfg.controls]
     return [TICKET, *cfg.controls]
 
 
 def last_level(cfg: Config) -> int:
-    """The chain's last level under ``cfg`` (gradual pruning is one run, level 1).
+    """The chain's last level under ``cfg`` (gradual pruning and sparse training are one run, level 1).
 
     :param cfg: the job config.
     """
-    return min(cfg.prune.levels, 1) if cfg.prune.schedule == "gradual" else cfg.prune.levels
+    return min(cfg.prune.levels, 1) if cfg.prune.schedule in ONE_RUN_SCHEDULES else cfg.prune.levels
 
 
 def first_unfinished(cfg: Config, paths: ChainPaths) -> int:

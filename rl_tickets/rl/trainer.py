@@ -45,6 +45,7 @@ from rl_tickets.rl.evaluation import (
     run_episodes,
     save_evaluations,
 )
+from rl_tickets.rl.mask_updates import SparseTraining
 from rl_tickets.rl.roles import describe_policy
 from rl_tickets.sparsity.masks import Mask, is_target, prunable_names, read_mask, set_masks
 from rl_tickets.timing import Stopwatch
@@ -189,6 +190,8 @@ class SB3Trainer:
                 callbacks.append(snapshot)
             if plan.mask_schedule is not None:
                 callbacks.append(MaskUpdates(plan.mask_schedule, plan.mask_schedule_every))
+            if plan.sparse is not None:
+                callbacks.append(SparseTraining(plan.sparse, curve_sink))
             first = model.num_timesteps
             # Evaluations and snapshots inside learn() pause the "train" section (see Stopwatch).
             with watch.section("train"):
