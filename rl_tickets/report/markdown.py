@@ -27,11 +27,16 @@ def _evidence_p(row: pd.Series) -> float:
 
 
 def verdict_cell(row: pd.Series) -> str:
-    """``better: +12.3 [+4.5, +20.1], p=0.003 (n=5)``; no p-value without enough seeds."""
+    """``better: +12.3 [+4.5, +20.1], p=0.003 (n=5)``; no p-value without enough seeds. An inconclusive
+    "matches dense?" shows both sides: ``inconclusive: -435 [...], p=1, p(below)=0.082 (n=5)``."""
     ci = f" [{fmt_num(row['ci_low'], True)}, {fmt_num(row['ci_high'], True)}]"
     ci = "" if not np.isfinite(row["ci_low"]) else ci
     p = _evidence_p(row)
     p_text = "" if not np.isfinite(p) else f", p={fmt_p(p)}"
+    if row["verdict"] == stats.INCONCLUSIVE:
+        # Neither side reached alpha/2: the "below dense" side says how close the data came to it.
+        below = row["p_below_holm"] if np.isfinite(row["p_below_holm"]) else row["p_below"]
+        p_text += f", p(below)={fmt_p(below)}" if np.isfinite(below) else ""
     return f"{row['verdict']}: {fmt_num(row['diff_mean'], True)}{ci}{p_text} (n={row['n']})"
 
 
@@ -107,7 +112,7 @@ def summary_markdown(
         out.append("No pruned levels yet.\n")
     else:
         comparisons = [DENSE] + [c for c in variant_order(verdicts["comparison"]) if c != DENSE]
-        headers = ["level", "density"] + [_question(c) for c in comparisons]
+        headers = ["level", "density"] + [question_header(c) for c in comparisons]
         rows = []
         for level, group in verdicts.groupby("level"):
             cells = {r["comparison"]: verdict_cell(r) for _, r in group.iterrows()}
@@ -132,7 +137,7 @@ def _range_text(bounds: tuple[float, float] | None) -> str:
     )
 
 
-def _question(comparison: str) -> str:
+def question_header(comparison: str) -> str:
     """The verdict table's column header of a comparison."""
     if comparison == DENSE:
         return "matches dense?"
