@@ -594,3 +594,39 @@ def test_targets_of_off_policy_agents_follow_the_online_mask_at_each_update() ->
     assert all(is_target(target) for target in online_twins(model.policy))
     assert target_masks_follow(model)
     assert policy_optimizers(model.policy)
+
+
+@pytest.mark.parametrize("method", ["static", "set", "rigl"])
+def test_the_supervised_trainer_trains_static_set_and_rigl_with_exact_counts(
+    method: str, tmp_path: Path
+) -> None:
+    from rl_tickets.config import Config, DataConfig, EvalConfig, LoggerConfig, TrainConfig
+
+    prune = PruneConfig(levels=1, schedule=method, final_density=0.2, update_every=40)
+    cfg = Config(
+        task="supervised",
+        data=DataConfig(name="digits"),
+        train=TrainConfig(iterations=200, batch_size=32),
+        prune=prune,
+        eval=EvalConfig(every=0),
+        logger=LoggerConfig(mode="disabled"),
+        root=str(tmp_path),
+        device="cpu",
+        progress=False,
+    )
+    validate(cfg)
+    trainer = build_trainer(cfg)
+    chain = Runner(cfg, trainer).run()
+    directory = chain / "level_01" / method
+    mask = load_mask(directory / "mask.pt")
+    params = trainer.load_params(directory / trainer.checkpoint_name)
+    shapes = {n: tuple(m.shape) for n, m in mask.items()}
+    assert {n: int(m.sum()) for n, m in mask.items()} == layer_counts(shapes, 0.2, "uniform")
+    assert all(int(params[n][~mask[n]].count_nonzero()) == 0 for n in mask)  # the invariant, saved
+    with open(directory / "mask_updates.csv", newline="") as handle:
+        updates = list(csv.DictReader(handle))
+    if method == "static":
+        assert not updates
+    else:  # iterations 40, 80, 120 (end = 0.75 * 200 = 150)
+        assert sorted({int(r["step"]) for r in updates}) == [40, 80, 120]
+        assert all(int(r["dropped"]) == int(r["grown"]) > 0 for r in updates)

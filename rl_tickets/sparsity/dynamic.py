@@ -303,41 +303,50 @@ def apply_update(
     return schedule.log[before:]
 
 
-def start_sparse_update(module: nn.Module, schedule: DynamicSchedule) -> DenseGradients | None:
-    """An update step of a plain training loop, before its backward: RigL taps this batch's gradient.
+@dataclass
+class PendingUpdate:
+    """An update step of a plain training loop (the supervised trainer), between its start and its
+    optimizer step. Updating after the step, not between backward and step, keeps a dropped weight's
+    moments at 0: the step would otherwise write its last gradient into them.
 
     :param module: the network (masks enforced).
     :param schedule: the run's schedule.
-    :return: RigL's gradient reader, None for static and SET.
-    """
-    if not schedule.needs_gradient:
-        return None
-    reader = DenseGradients(schedule.updated)
-    set_gradient_tap(module, reader)
-    return reader
-
-
-def finish_sparse_update(
-    module: nn.Module,
-    optimizer: torch.optim.Optimizer,
-    schedule: DynamicSchedule,
-    step: int,
-    reader: DenseGradients | None,
-) -> list[dict[str, Any]]:
-    """After the update step's optimizer step: remove the tap, drop and grow (RigL: by its gradients).
-
-    Updating after the step, not between backward and step, keeps a dropped weight's moments at 0: the
-    step would otherwise write its last gradient into them.
-
-    :param module: the network.
-    :param optimizer: its optimizer.
-    :param schedule: the run's schedule.
     :param step: the step counter of the update step.
-    :param reader: from :func:`start_sparse_update`.
-    :return: the update's log rows.
+    :param reader: RigL's tapped gradients of this step's batch (None for SET).
     """
-    grads = None
-    if reader is not None:
-        set_gradient_tap(module, None)
-        grads = reader.grads
-    return apply_update(module, [optimizer], schedule, step, grads)
+
+    module: nn.Module
+    schedule: DynamicSchedule
+    step: int
+    reader: DenseGradients | None
+
+    def finish(self, optimizer: torch.optim.Optimizer) -> list[dict[str, Any]]:
+        """After the optimizer step: remove the tap, drop and grow (RigL: by the tapped gradients).
+
+        :param optimizer: the network's optimizer.
+        :return: the update's log rows.
+        """
+        grads = None
+        if self.reader is not None:
+            set_gradient_tap(self.module, None)
+            grads = self.reader.grads
+        return apply_update(self.module, [optimizer], self.schedule, self.step, grads)
+
+
+def start_sparse_update(
+    module: nn.Module, schedule: DynamicSchedule | None, step: int
+) -> PendingUpdate | None:
+    """Before a training step's backward: an update if one is due (RigL taps this batch's gradient).
+
+    :param module: the network (masks enforced).
+    :param schedule: the run's sparse-training schedule, if any.
+    :param step: the step counter.
+    :return: the pending update, None when none is due.
+    """
+    if schedule is None or not schedule.due(step):
+        return None
+    reader = None
+    if schedule.needs_gradient:
+        reader = DenseGradients(schedule.updated)
+        set_gradient_tap(module, reader)
+    return PendingUpdate(module, schedule, step, reader)

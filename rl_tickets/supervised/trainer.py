@@ -35,7 +35,7 @@ from torch import nn
 
 from rl_tickets.config import ConfigError, DataConfig, EvalConfig, ModelConfig, TrainConfig
 from rl_tickets.level import CurveSink, LevelOutcome, LevelPlan, MaskSchedule
-from rl_tickets.sparsity.dynamic import finish_sparse_update, start_sparse_update
+from rl_tickets.sparsity.dynamic import start_sparse_update
 from rl_tickets.sparsity.masks import Mask, prunable_names, read_mask, set_masks
 from rl_tickets.supervised.data import Dataset, load_dataset
 from rl_tickets.supervised.models import MODELS, build_model
@@ -163,16 +163,14 @@ class SupervisedTrainer:
                 if plan.mask_schedule is not None and plan.mask_schedule_every > 0:
                     if step % plan.mask_schedule_every == 0:
                         update_mask(model, plan.mask_schedule, step)
-                sparse_due = plan.sparse is not None and plan.sparse.due(step)
-                reader = start_sparse_update(model, plan.sparse) if sparse_due else None
+                pending = start_sparse_update(model, plan.sparse, step)  # static, SET, RigL
                 images, labels = next(batches)
                 loss = F.cross_entropy(model(images), labels)
                 optimizer.zero_grad(set_to_none=True)
                 loss.backward()
                 optimizer.step()
-                if sparse_due:
-                    assert plan.sparse is not None
-                    finish_sparse_update(model, optimizer, plan.sparse, step, reader)
+                if pending is not None:
+                    pending.finish(optimizer)
                 train_loss += loss.detach()
                 since += 1
                 step += 1
