@@ -34,7 +34,7 @@ from rl_tickets.export.plain import zip_mentions_package
 from rl_tickets.export.sparse import dense_state, load_sparse
 from rl_tickets.rl.agents import ALGOS
 from rl_tickets.rl.checkpoints import save_state, sidecar
-from rl_tickets.rl.envs import MinAtarCNN, make_env
+from rl_tickets.rl.envs import FEATURE_EXTRACTORS, MinAtarCNN, make_env
 from rl_tickets.rl.policies import POLICIES
 from rl_tickets.rl.trainer import SB3Trainer
 from rl_tickets.seeds import seed_for
@@ -94,6 +94,12 @@ def write_level(
         "net_arch": list(net_arch) if not isinstance(net_arch, dict) else net_arch,
         **(policy_kwargs or {}),
     }
+    # What a results folder records of this config (the export rebuilds the zip's pickled entries from it;
+    # taken before SB3 adds classes to the dict, as A2C does with its optimizer).
+    recorded_kwargs = {
+        k: next(name for name, cls in FEATURE_EXTRACTORS.items() if cls is v) if isinstance(v, type) else v
+        for k, v in kwargs.items()
+    }
     model = ALGOS[algo](
         POLICIES[algo], venv, seed=0, device="cpu", policy_kwargs=kwargs, **_hyperparams(algo)
     )
@@ -109,7 +115,16 @@ def write_level(
     seed_dir = root / "chains" / "abcdef012345" / "seed_0"
     level = seed_dir / "level_01" / "ticket"
     level.mkdir(parents=True)
-    (seed_dir / "identity.json").write_text(json.dumps({"task": "rl", "algo.name": algo, "env.id": env_id}))
+    identity = {
+        "task": "rl",
+        "algo.name": algo,
+        "algo.hyperparams": _hyperparams(algo),
+        "algo.policy_kwargs": recorded_kwargs,
+        "env.id": env_id,
+        "env.normalize": normalize,
+        "env.wrapper": "channels_first_float" if env_id.startswith("MinAtar/") else None,
+    }
+    (seed_dir / "identity.json").write_text(json.dumps(identity))
     save_state(model, level / "model.zip", with_replay=False)
     save_mask(mask, level / "mask.pt")
     (level / "metrics.json").write_text("{}")

@@ -1,4 +1,11 @@
-"""A finished level directory as the exporter reads it: algorithm, checkpoint, statistics, masked agent."""
+"""A finished level directory as the exporter reads it: algorithm, checkpoint, statistics, masked agent.
+
+Nothing in the level is unpickled: the checkpoint is read by :mod:`rl_tickets.rl.safe_load`, whose
+pickled entries (policy class and kwargs, spaces, schedules) are rebuilt from the config the results
+folder records (its ``identity.json``: the settings that differ from the schema's defaults) and the
+level's width (``metrics.json``); the level must pass the same checks a rerun applies
+(:mod:`rl_tickets.chain.contents`).
+"""
 
 from __future__ import annotations
 
@@ -10,13 +17,15 @@ from typing import Any
 import torch
 from stable_baselines3.common.base_class import BaseAlgorithm
 from stable_baselines3.common.policies import BasePolicy
-from stable_baselines3.common.save_util import load_from_zip_file
 
+from rl_tickets.chain.contents import contents_problem
 from rl_tickets.chain.manifest import problem
 from rl_tickets.chain.store import COMPLETE, is_complete
-from rl_tickets.rl.agents import ALGOS
+from rl_tickets.config import Config, ConfigError
+from rl_tickets.rl.agents import ALGOS, AgentBuilder
 from rl_tickets.rl.checkpoints import sidecar
 from rl_tickets.rl.policies import POLICIES
+from rl_tickets.rl.safe_load import UnreadableCheckpoint, read_checkpoint
 
 
 class ExportError(ValueError):
@@ -30,7 +39,7 @@ class Level:
     :param path: the level directory.
     :param algo: ``ppo``, ``a2c``, ``dqn``, ``sac`` or ``td3``.
     :param env_id: the Gymnasium id the agent was trained on.
-    :param data: the checkpoint's SB3 data (deserialised, so rl_tickets' classes included).
+    :param data: the checkpoint's SB3 data (pickled entries rebuilt from the recorded config).
     :param params: the checkpoint's state dicts (``policy``, optimizers).
     :param variables: the checkpoint's extra torch variables (SAC's ``log_ent_coef``).
     """
@@ -99,7 +108,43 @@ def _identity(level_dir: Path) -> dict[str, Any]:
             f"{level_dir} is not inside a results tree (no {record}); "
             "give ROOT/chains/<hash>/seed_<s>/level_NN/<variant> or ROOT/dense/<hash>/seed_<s>/level_00/ticket"
         )
-    return json.loads(record.read_text())
+    try:
+        identity = json.loads(record.read_text())
+    except (OSError, ValueError) as error:
+        raise ExportError(f"{record} is unreadable ({error})") from None
+    if not isinstance(identity, dict):
+        raise ExportError(f"{record} is not a JSON object")
+    return identity
+
+
+def recorded_config(identity: dict[str, Any]) -> Config:
+    """The config a results folder records: its identity's values over the schema's defaults.
+
+    :param identity: an identity.json (``{"section.field": value}``; defaults are left out of it).
+    """
+    cfg = Config()
+    for key, value in identity.items():
+        section, _, field = key.partition(".")
+        target = getattr(cfg, section, None) if field else cfg
+        name = field or section
+        if target is not None and hasattr(target, name) and not callable(getattr(target, name)):
+            setattr(target, name, value)
+    if ":" in str(cfg.env.id):  # gym.make would import the module named before the colon
+        raise ExportError(f"identity.json names env.id={cfg.env.id!r}; an id with a module part is refused")
+    return cfg
+
+
+def _fresh_agent(level_dir: Path, cfg: Config) -> Any:
+    """An agent of the recorded config at the level's width: what its pickled entries are rebuilt from."""
+    try:
+        plan = json.loads((level_dir / "metrics.json").read_text()).get("plan") or {}
+        width = float(plan.get("width_scale") or 1.0)
+    except (OSError, ValueError, TypeError, AttributeError):
+        width = 1.0
+    try:
+        return AgentBuilder(cfg.algo, cfg.env, "cpu").template(0, width)
+    except (ConfigError, ValueError, TypeError, KeyError, AssertionError) as error:
+        raise ExportError(f"{level_dir}: its recorded config does not build an agent ({error})") from None
 
 
 def read_level(level_dir: Path) -> Level:
@@ -113,7 +158,7 @@ def read_level(level_dir: Path) -> Level:
         raise ExportError(f"{level_dir} is not a level directory (expected .../level_NN/<variant>)")
     if not is_complete(level_dir):
         raise ExportError(f"{level_dir} is not a finished level (no {COMPLETE} marker)")
-    if (damage := problem(level_dir)) is not None:
+    if (damage := problem(level_dir) or contents_problem(level_dir)) is not None:
         raise ExportError(f"{level_dir} failed verification: {damage}; rerun its chain to train it again")
     identity = _identity(level_dir)
     if identity.get("task", "rl") != "rl":
@@ -124,10 +169,13 @@ def read_level(level_dir: Path) -> Level:
     checkpoint = level_dir / "model.zip"
     if not checkpoint.exists():
         raise ExportError(f"{level_dir} has no model.zip")
-    # The policy class comes from the algorithm, not from the pickled module path in the zip.
-    policy = {"policy_class": POLICIES[algo]}
-    data, params, variables = load_from_zip_file(checkpoint, device="cpu", custom_objects=policy)
-    assert data is not None
+    fresh = _fresh_agent(level_dir, recorded_config(identity))
+    try:
+        data, params, variables = read_checkpoint(checkpoint, fresh, POLICIES[algo])
+    except UnreadableCheckpoint as error:
+        raise ExportError(
+            f"{level_dir} failed verification: {error.reason}; rerun its chain to train it again"
+        ) from None
     params = {k: {n: t.cpu() for n, t in v.items()} if k == "policy" else v for k, v in params.items()}
     return Level(level_dir, algo, str(identity.get("env.id", "")), data, params, variables or {})
 

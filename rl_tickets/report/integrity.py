@@ -15,8 +15,8 @@ from pathlib import Path
 
 import pandas as pd
 
+from rl_tickets.chain.contents import damaged_levels_of
 from rl_tickets.chain.identity import digest
-from rl_tickets.chain.manifest import MARKER, problem, upstream_key
 from rl_tickets.report.records import Chain, dense_dir, level_dirs, warn
 
 
@@ -40,21 +40,13 @@ def identity_mismatch(directory: Path) -> str | None:
 
 def damaged_levels(chain: Chain) -> dict[tuple[int, str], str]:
     """(level, variant) -> why, for each finished level of the chain (the dense level 0 too) that fails
-    verification.
+    the runner's verification (manifest and contents) or was built on a level retrained since
+    (:func:`rl_tickets.chain.contents.damaged_levels_of`).
 
     :param chain: a loaded chain.
     """
     dirs = level_dirs(chain)
-    damaged = {}
-    for (level, variant), directory in dirs.items():
-        if not (directory / MARKER).is_file():
-            continue  # still training (or moved aside): not in the tables anyway
-        key = upstream_key(level, variant)
-        upstream = None if key is None else dirs.get(key, chain.path / f"level_{key[0]:02d}" / key[1])
-        reason = problem(directory, upstream)
-        if reason is not None:
-            damaged[(level, variant)] = reason
-    return damaged
+    return damaged_levels_of(dirs, lambda key: dirs.get(key, chain.path / f"level_{key[0]:02d}" / key[1]))
 
 
 def _without(frame: pd.DataFrame, keys: set[tuple[int, str]]) -> pd.DataFrame:

@@ -1,8 +1,13 @@
 """Saving and loading an SB3 level: the model zip, its sidecar files, and what a plan restores.
 
-A level's start is always read from disk: the model (SB3's zip, policy class supplied rather than
-unpickled), its VecNormalize statistics and, when asked, its replay buffer; then the plan says which
-of the optimizer state, step counter and schedules carry over.
+A level's start is always read from disk: the model (SB3's zip, read by :mod:`rl_tickets.rl.safe_load`:
+every pickled entry rebuilt from the config, nothing unpickled), its VecNormalize statistics (the
+pickle-free ``X_vecnormalize.npz``; SB3's ``X_vecnormalize.pkl`` is written beside it for SB3 users and
+never read) and, when asked, its replay buffer; then the plan says which of the optimizer state, step
+counter and schedules carry over.
+
+The replay buffer (``rewind.replay_buffer=restore``) is SB3's pickle: restoring it trusts the results
+folder (the job says so when it starts, and the README's trust model).
 """
 
 from __future__ import annotations
@@ -13,13 +18,14 @@ from pathlib import Path
 import torch
 from stable_baselines3.common.base_class import BaseAlgorithm
 from stable_baselines3.common.off_policy_algorithm import OffPolicyAlgorithm
-from stable_baselines3.common.save_util import load_from_zip_file
 from stable_baselines3.common.utils import ConstantSchedule
 from stable_baselines3.common.vec_env import VecEnv
 
 from rl_tickets.level import LevelPlan
 from rl_tickets.rl.agents import AgentBuilder
+from rl_tickets.rl.envs import save_statistics, statistics_file
 from rl_tickets.rl.policies import POLICIES, policy_optimizers
+from rl_tickets.rl.safe_load import UnreadableCheckpoint, load_model, read_params
 from rl_tickets.sparsity.masks import online_twins
 
 # Fine-tuning holds every schedule constant, each at a value where the agent still learns: clip ranges
@@ -30,7 +36,8 @@ FINETUNE_HOLD = {"clip_range": "rewind", "clip_range_vf": "rewind", "exploration
 
 
 def sidecar(checkpoint: Path, kind: str) -> Path:
-    """The file stored beside a model checkpoint: ``X_vecnormalize.pkl`` or ``X_replay.pkl``.
+    """The file stored beside a model checkpoint: ``X_vecnormalize.pkl`` or ``X_replay.pkl`` (SB3's
+    pickles; the statistics rl_tickets reads are their pickle-free twin, ``X_vecnormalize.npz``).
 
     :param checkpoint: a model ``.zip``.
     :param kind: ``vecnormalize`` or ``replay``.
@@ -48,7 +55,8 @@ def save_state(model: BaseAlgorithm, path: Path, with_replay: bool) -> None:
     model.save(path)
     normalizer = model.get_vec_normalize_env()
     if normalizer is not None:
-        normalizer.save(str(sidecar(path, "vecnormalize")))
+        normalizer.save(str(sidecar(path, "vecnormalize")))  # for SB3, rl-baselines3-zoo and the export
+        save_statistics(normalizer, statistics_file(sidecar(path, "vecnormalize")))  # what rl_tickets reads
     if with_replay and isinstance(model, OffPolicyAlgorithm):
         model.save_replay_buffer(sidecar(path, "replay"))
 
@@ -61,10 +69,10 @@ def load_agent(agents: AgentBuilder, plan: LevelPlan, env: VecEnv) -> BaseAlgori
     :param env: the training env (given to ``load``: forces a reset).
     """
     assert plan.start is not None
-    # The policy class is supplied, not unpickled by its recorded module path, so checkpoints
-    # keep loading when the policies module moves.
-    policy = {"policy_class": POLICIES[agents.algo.name]}
-    model = agents.cls.load(plan.start, env=env, device=agents.device, custom_objects=policy)
+    # Nothing in the zip is unpickled: the policy class (so checkpoints keep loading when the policies
+    # module moves), spaces and schedules are this config's, as a fresh agent has them.
+    policy = POLICIES[agents.algo.name]
+    model = load_model(plan.start, agents.cls, agents.reference, policy, env=env, device=agents.device)
     model.set_random_seed(plan.seed)
     if plan.start_step is not None:
         model.num_timesteps = plan.start_step
@@ -124,6 +132,8 @@ def load_online_params(checkpoint: Path, names: list[str]) -> dict[str, torch.Te
     :param checkpoint: a model ``.zip``.
     :param names: the online parameter names (targets excluded).
     """
-    _, params, _ = load_from_zip_file(checkpoint, device="cpu")
-    state = params["policy"]
+    state = read_params(checkpoint)["policy"]  # the zip's data (and its pickles) is never read
+    missing = [n for n in names if n not in state]
+    if missing:
+        raise UnreadableCheckpoint(checkpoint, f"holds no {', '.join(missing[:3])} (another network)")
     return {n: state[n].detach().clone() for n in names}
