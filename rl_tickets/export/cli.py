@@ -10,6 +10,7 @@ import torch
 
 from rl_tickets.export.bundle import export_level
 from rl_tickets.export.level import ExportError
+from rl_tickets.export.zoo import add_to_zoo
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -22,6 +23,11 @@ def _parser() -> argparse.ArgumentParser:
     parser.add_argument("--out", type=Path, required=True, help="directory to create (absent or empty)")
     parser.add_argument("--calls", type=int, default=200, help="timed forward passes per form and batch")
     parser.add_argument("--threads", type=int, default=1, help="torch threads while timing (default 1)")
+    parser.add_argument(
+        "--zoo",
+        type=Path,
+        help="also add the export as a new rl-baselines3-zoo run DIR/<algo>/<Env>_<n>/ (enjoy, plot scripts)",
+    )
     return parser
 
 
@@ -46,6 +52,13 @@ def main(argv: list[str] | None = None) -> None:
         print(f"{batch}: " + ", ".join(f"{form} {ms:.3f} ms" for form, ms in times.items()))
     for note in record["notes"]:
         print(f"note: {note}")
+    if args.zoo is not None:
+        try:
+            run = add_to_zoo(args.level_dir, args.out, args.zoo, record["algo"], record["env_id"])
+        except ExportError as error:
+            print(f"rl-tickets-export: error: {error}", file=sys.stderr)
+            sys.exit(2)
+        print(f"zoo run: {run}")
 
 
 if __name__ == "__main__":
