@@ -9,6 +9,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import pytest
+import torch
 
 from rl_tickets.report import main, stats
 from rl_tickets.report.curves import CURVE_COLUMNS
@@ -32,6 +33,9 @@ def write_level(directory: Path, seed: int, level: int, offset: float) -> None:
     pd.DataFrame(
         {"time/total_timesteps": steps, "rollout/ep_rew_mean": 50 + steps / 200 + seed, "train/loss": 0.1}
     ).to_csv(directory / "progress.csv", index=False)
+    # A finished level (COMPLETE, written before manifests) holds readable metrics and a mask.
+    (directory / "metrics.json").write_text("{}")
+    torch.save({"w": torch.ones(2, dtype=torch.bool)}, directory / "mask.pt")
     (directory / "COMPLETE").write_text("")
 
 
@@ -116,6 +120,9 @@ def write_curve(directory: Path, steps: list[int], values: list[float]) -> None:
     pd.DataFrame({"step": steps, "eval/return_mean": values}).to_csv(
         directory / "eval_curve.csv", index=False
     )
+    # A finished level (COMPLETE, written before manifests) holds readable metrics and a mask.
+    (directory / "metrics.json").write_text("{}")
+    torch.save({"w": torch.ones(2, dtype=torch.bool)}, directory / "mask.pt")
     (directory / "COMPLETE").write_text("")
 
 
