@@ -630,3 +630,103 @@ def test_the_supervised_trainer_trains_static_set_and_rigl_with_exact_counts(
     else:  # iterations 40, 80, 120 (end = 0.75 * 200 = 150)
         assert sorted({int(r["step"]) for r in updates}) == [40, 80, 120]
         assert all(int(r["dropped"]) == int(r["grown"]) > 0 for r in updates)
+
+
+# ---- the report: one-run verdicts and methods at equal density -----------------------------------
+def write_chain(
+    root: Path, chain_hash: str, seed: int, prune: dict[str, Any], rows: list[tuple[int, str, float, float]]
+) -> None:
+    """A finished chain as the report reads it: meta.json and levels.csv (level, variant, density, return)."""
+    import json
+
+    directory = root / "chains" / chain_hash / f"seed_{seed}"
+    directory.mkdir(parents=True)
+    meta = {
+        "name": f"graesser-{chain_hash}",
+        "task": "rl",
+        "seed": seed,
+        "metric": "eval_return_mean",
+        "dense_dir": str(root / "dense" / "d0" / f"seed_{seed}"),
+        "config": {"prune": prune, "env": {"id": "CartPole-v0"}},
+    }
+    (directory / "meta.json").write_text(json.dumps(meta))
+    with open(directory / "levels.csv", "w", newline="") as handle:
+        writer = csv.writer(handle)
+        writer.writerow(["level", "variant", "density", "eval_return_mean"])
+        writer.writerows(rows)
+
+
+def test_the_report_compares_methods_at_equal_density_and_gives_one_run_chains_verdicts(
+    tmp_path: Path,
+) -> None:
+    from rl_tickets.report.cli import main
+    from rl_tickets.report.methods import method_table, method_verdicts
+    from rl_tickets.report.tables import ReportOptions, per_seed_table, verdict_table
+
+    seeds = range(6)
+    for s in seeds:
+        dense = 150.0 + s
+        imp = {"schedule": "iterative", "scope": "global", "distribution": "uniform"}
+        write_chain(
+            tmp_path,
+            "imp",
+            s,
+            imp,
+            [(0, "ticket", 1.0, dense), (1, "ticket", 0.8, dense), (2, "ticket", 0.64, dense - 1)],
+        )
+        static = {"schedule": "static", "distribution": "erk"}
+        write_chain(
+            tmp_path,
+            "static",
+            s,
+            static,
+            [
+                (0, "ticket", 1.0, dense),
+                (1, "static", 0.8004, 100.0 + s),
+                (1, "small_dense", 0.79, 90.0 + 2 * s),
+            ],
+        )
+        write_chain(
+            tmp_path,
+            "set",
+            s,
+            {"schedule": "set", "distribution": "erk"},
+            [(0, "ticket", 1.0, dense), (1, "set", 0.7998, 120.0 + s)],
+        )
+    from rl_tickets.report.loading import discover
+
+    experiments = discover(tmp_path)
+    table = method_table(experiments)
+    at = table[np.isclose(table["density"], table.loc[table["method"] == "set/erk", "density"].iloc[0])]
+    assert set(at["method"]) == {"ticket/global", "static/erk", "set/erk", "small_dense"}
+    assert len(table[table["method"] == "dense"]) == 6  # one dense row per seed, shared by every chain
+    verdicts = method_verdicts(table, ReportOptions(), (0.0, 200.0))
+    pair = verdicts[(verdicts["method"] == "set/erk") & (verdicts["comparison"] == "static/erk")].iloc[0]
+    assert pair["verdict"] == "better" and pair["diff_mean"] == pytest.approx(20.0) and pair["n"] == 6
+    assert set(verdicts.loc[verdicts["comparison"] == "dense", "method"]) >= {
+        "set/erk",
+        "static/erk",
+        "ticket/global",
+    }
+    # A one-run chain's own verdicts: the schedule's run against dense and against small_dense beside it.
+    static_exp = next(e for e in experiments if e.chain_hash == "static")
+    own = verdict_table(per_seed_table(static_exp), ReportOptions(), (0.0, 200.0))
+    assert set(own["comparison"]) == {"dense", "small_dense"} and set(own["level"]) == {1}
+    beats = own[own["comparison"] == "small_dense"].iloc[0]
+    assert beats["diff_mean"] == pytest.approx(np.mean([10.0 - s for s in seeds]))
+    assert main([str(tmp_path), "--out", str(tmp_path / "report")]) == 0
+    text = (tmp_path / "report" / "methods.md").read_text()
+    assert (
+        "set/erk" in text
+        and "better" in text
+        and "methods.md" in (tmp_path / "report" / "index.md").read_text()
+    )
+
+
+def test_last10_is_the_mean_of_the_last_tenth_of_evaluations() -> None:
+    from rl_tickets.report.metrics import last_fraction_of
+
+    assert last_fraction_of(np.arange(25, dtype=float)) == pytest.approx(23.5)  # int(2.5) = 2: 23, 24
+    assert last_fraction_of(np.arange(51, dtype=float)) == pytest.approx(48.0)  # Graesser: 51 -> last 5
+    assert last_fraction_of(np.array([3.0, 7.0])) == 7.0  # at least one
+    assert math.isnan(last_fraction_of(np.zeros(0)))

@@ -44,6 +44,7 @@ from rl_tickets.report.markdown import (
     summary_markdown,
 )
 from rl_tickets.report.masks import analyse_masks, has_mask_plot, masks_markdown
+from rl_tickets.report.methods import write_methods
 from rl_tickets.report.metrics import DEFAULT_METRIC, METRICS, metric_label
 from rl_tickets.report.plots import plot_masks, plot_metric_vs_density, plot_name
 from rl_tickets.report.ranges import metric_bounds
@@ -204,7 +205,8 @@ def build_parser() -> argparse.ArgumentParser:
         choices=METRICS,
         default=DEFAULT_METRIC,
         help="headline metric per level: final (end-of-level evaluation; default), best (max over the "
-        "level's evaluations) or auc (area under the evaluation curve / steps; needs >= 2 evaluations)",
+        "level's evaluations), auc (area under the evaluation curve / steps; needs >= 2 evaluations) or "
+        "last10 (mean of the last 10%% of evaluations, Graesser et al. 2022)",
     )
     parser.add_argument(
         "--normalise",
@@ -249,7 +251,10 @@ def main(argv: list[str] | None = None) -> int:
     entries = [write_experiment(exp, out / safe_name(exp.label), options) for exp in experiments]
     # Verdict-grade resamples are not needed for the aggregates' bands; cap them to keep reports quick.
     across = write_aggregates(experiments, out, args.normalise, min(args.n_resamples, 5000), args.metric)
-    (out / "index.md").write_text(index_markdown(entries, root) + aggregates_index(across))
+    # IMP tickets, gradual pruning, sparse training and small_dense at equal density (shared dense runs).
+    methods = write_methods(experiments, out, options, metric_label(experiments[0], args.metric))
+    see_methods = "\nMethods at equal density: [methods.md](methods.md)\n" if methods else ""
+    (out / "index.md").write_text(index_markdown(entries, root) + aggregates_index(across) + see_methods)
     extra = f" and {len(across)} cross-environment aggregate(s)" if across else ""
     print(f"rl-tickets-report: wrote {len(entries)} experiment(s){extra} to {out}")
     return 0

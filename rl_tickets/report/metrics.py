@@ -7,6 +7,8 @@
 - ``auc``: the trapezoidal area under the evaluation curve over the level's evaluated steps, divided by
   their span (last evaluated step − first): the curve's time average, in the metric's own units.
   Undefined (NaN, shown as "–") with fewer than 2 evaluations, e.g. ``eval.every=0``.
+- ``last10``: the mean over the last 10% of the level's evaluations (``int(0.1 * n)``, at least one),
+  Graesser et al. 2022's metric (``average_last_fraction=0.1`` in google-research/rigl's ``rigl/rl``).
 
 The evaluation curve is ``eval/return_mean`` (RL) or ``test/accuracy`` (supervised) against ``step``.
 A level without a curve (an untrained supermask row: nothing was trained) has one evaluation, its
@@ -23,7 +25,9 @@ import pandas as pd
 
 from rl_tickets.report.records import Experiment, read_csv
 
-METRICS = ("final", "best", "auc")
+METRICS = ("final", "best", "auc", "last10")
+# last10: the fraction of the last evaluations averaged (Graesser et al. 2022).
+LAST_FRACTION = 0.1
 DEFAULT_METRIC = "final"
 CURVE_FILE = "eval_curve.csv"
 STEP_COLUMN = "step"
@@ -80,6 +84,17 @@ def auc_of(steps: np.ndarray, values: np.ndarray) -> float:
     return area / float(steps[-1] - steps[0])
 
 
+def last_fraction_of(values: np.ndarray, fraction: float = LAST_FRACTION) -> float:
+    """The mean of the last ``int(fraction * n)`` evaluations (at least one); NaN without any.
+
+    :param values: the level's evaluation values, in step order.
+    :param fraction: the fraction of evaluations averaged.
+    """
+    if not values.size:
+        return float("nan")
+    return float(np.mean(values[-max(1, int(fraction * values.size)) :]))
+
+
 def level_metric(directory: Path | None, column: str, metric: str, final: float) -> float:
     """One level's metric.
 
@@ -95,6 +110,8 @@ def level_metric(directory: Path | None, column: str, metric: str, final: float)
     steps, values = read_curve(directory, column)
     if not steps.size:
         steps, values = np.zeros(1), np.array([final], dtype=float)
+    if metric == "last10":
+        return last_fraction_of(values)
     return best_of(values) if metric == "best" else auc_of(steps, values)
 
 
@@ -114,6 +131,7 @@ def metric_label(exp: Experiment, metric: str) -> str:
         "final": final,
         "best": f"best {what} (max over evaluations)",
         "auc": f"{what} AUC (area under the evaluation curve / {unit})",
+        "last10": f"{what}, mean of the last 10% of evaluations",
     }[metric]
 
 
@@ -129,4 +147,6 @@ def metric_definition(exp: Experiment, metric: str) -> str:
         "best": f"the maximum over the level's evaluations ({curve})",
         "auc": f"the trapezoidal area under {curve} over the evaluated steps, divided by their span; "
         "undefined (–) with fewer than 2 evaluations",
+        "last10": f"the mean of the last 10% of the level's evaluations ({curve}; int(0.1 n), at least one), "
+        "Graesser et al. 2022's metric",
     }[metric]

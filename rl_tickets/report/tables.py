@@ -138,6 +138,8 @@ def _per_seed_values(per_seed: pd.DataFrame, level: int, variant: str, seeds: Se
     return np.array([by_seed.get(s, np.nan) for s in seeds], dtype=float)
 
 
+# What a level's verdicts are about: the ticket, or in a one-run chain (no ticket) the schedule's run.
+SUBJECTS = (TICKET, "gradual", "static", "set", "rigl")
 # The comparison of the two untrained variants: the ticket's mask against a random mask, no training.
 UNTRAINED_MASKS = "supermask_vs_random_supermask"
 
@@ -146,6 +148,9 @@ def verdict_table(
     per_seed: pd.DataFrame, options: ReportOptions | None = None, bounds: Bounds = None
 ) -> pd.DataFrame:
     """Paired verdicts per pruned level: ticket vs dense (level-0 ticket) and vs each control.
+
+    A one-run schedule's level (gradual pruning, static, SET, RigL: no ticket) takes the ticket's
+    place: the schedule's run against dense and against the controls beside it (small_dense).
 
     With ``options.holm`` the p-values of each question ("matches dense?" over the levels; "beats
     <control>?" over levels and controls) are Holm-adjusted within the experiment before the verdict.
@@ -168,15 +173,16 @@ def verdict_table(
         "metric", "low", "high",
     ]  # fmt: skip
     seeds = sorted(per_seed["seed"].unique())
-    tickets = per_seed[(per_seed["variant"] == TICKET) & (per_seed["level"] > 0)]
+    tickets = per_seed[per_seed["variant"].isin(SUBJECTS) & (per_seed["level"] > 0)]
     rows = []
     for level in sorted(tickets["level"].unique()):
-        ticket = _per_seed_values(per_seed, level, TICKET, seeds)
-        density = tickets.loc[tickets["level"] == level, "density"].mean()
         at_level = per_seed[per_seed["level"] == level]["variant"]
+        subject = next(v for v in SUBJECTS if v in set(at_level))
+        ticket = _per_seed_values(per_seed, level, subject, seeds)
+        density = tickets.loc[(tickets["level"] == level) & (tickets["variant"] == subject), "density"].mean()
         # Untrained (supermask) rows are not compared with the trained ticket; they answer their own
         # question: does the ticket's mask beat a random mask with the same per-layer counts, untrained?
-        controls = [v for v in variant_order(at_level) if v != TICKET and v not in SUPERMASK_CONTROLS]
+        controls = [v for v in variant_order(at_level) if v not in SUBJECTS and v not in SUPERMASK_CONTROLS]
         comparisons = [(DENSE, "matches", ticket, _per_seed_values(per_seed, 0, TICKET, seeds))]
         comparisons += [(c, "beats", ticket, _per_seed_values(per_seed, level, c, seeds)) for c in controls]
         if set(SUPERMASK_CONTROLS) <= set(at_level):
