@@ -115,6 +115,9 @@ class PruneConfig:
     overrides: dict[str, float] = field(default_factory=dict)
     exclude: list[str] = field(default_factory=list)
     biases: bool = False
+    # Every prunable layer keeps at least ceil(min_layer_density * its weights), so global ranking never
+    # cuts the network in two; 0 allows a layer to be pruned to nothing (rl_tickets/sparsity/pruning.py).
+    min_layer_density: float = 0.001
     # Gradual magnitude pruning (Zhu & Gupta 2017), fractions of the training budget.
     final_density: float = 0.1
     start_fraction: float = 0.2
@@ -297,6 +300,10 @@ def validate(cfg: Config) -> None:
         )
     if p.levels < 0:
         raise ConfigError(f"prune.levels={p.levels} must be >= 0 (0 trains only the dense network)")
+    if not 0.0 <= p.min_layer_density < 1.0:
+        raise ConfigError(
+            f"prune.min_layer_density={p.min_layer_density} must lie in [0, 1) (0 lets a layer be pruned to nothing)"
+        )
     for pattern, rate in p.overrides.items():
         if not 0.0 <= float(rate) < 1.0:
             raise ConfigError(f"prune.overrides[{pattern!r}]={rate} must lie in [0, 1)")

@@ -1,5 +1,5 @@
 """Pruning rules: rate accounting, scopes, live-only ranking, overrides, exclusions, one-shot,
-criteria as scores, ERK densities and the gradual (Zhu & Gupta) schedule."""
+criteria as scores, ERK densities, the gradual (Zhu & Gupta) schedule and the per-layer floor."""
 
 from __future__ import annotations
 
@@ -9,9 +9,10 @@ from dataclasses import replace
 import pytest
 import torch
 
+from rl_tickets.config import Config, ConfigError, PruneConfig, validate
 from rl_tickets.sparsity.gradual import GradualSchedule, target_density
 from rl_tickets.sparsity.masks import Mask, density
-from rl_tickets.sparsity.pruning import PruneSpec, erk_densities, next_mask, prunable
+from rl_tickets.sparsity.pruning import PruneSpec, erk_densities, layer_floor, next_mask, prunable
 
 SHAPES = {
     "mlp_extractor.policy_net.0.weight": (64, 4),
@@ -355,3 +356,74 @@ def test_a_level_removes_round_rate_times_alive_even_at_half_ties(
     final = {"w.weight": torch.randn(1, numel, generator=torch.Generator().manual_seed(numel))}
     mask = next_mask(PruneSpec(rate=rate, scope=scope), final, final, dense(final))
     assert kept(mask) == numel - round(rate * numel)
+
+
+@pytest.mark.parametrize(
+    "numel,fraction,floor",
+    [(3000, 0.001, 3), (4096, 0.001, 5), (192, 0.001, 1), (64, 0.001, 1), (4096, 0.0, 0)],
+)
+def test_layer_floor_is_the_fraction_rounded_up(numel: int, fraction: float, floor: int) -> None:
+    assert layer_floor(numel, fraction) == floor
+
+
+def test_global_ranking_collapses_a_small_scaled_head_unless_a_floor_keeps_its_best_weights() -> None:
+    """Acrobot's failure in miniature: a head 1000x smaller than the rest is ranked away entirely."""
+    final = weights(1, scales={"action_net.weight": 1e-3})
+    plain = next_mask(PruneSpec(rate=0.5), final, final, dense(final))
+    assert kept(plain, ["action_net.weight"]) == 0  # the layer is gone: the network is cut
+    floor = layer_floor(128, 0.05)  # 7 of the head's 128 weights
+    floored = next_mask(PruneSpec(rate=0.5, min_layer_density=0.05), final, final, dense(final))
+    assert kept(floored) == kept(plain)  # the overall count is exact: the floor is taken inside the ranking
+    head = floored["action_net.weight"]
+    assert int(head.sum()) == floor
+    # The head keeps its best-scored weights, and the rest of the budget is plain global ranking.
+    assert bool(final["action_net.weight"].abs()[head].min() >= final["action_net.weight"].abs()[~head].max())
+    others = [n for n in SHAPES if n != "action_net.weight"]
+    assert kept(floored, others) == kept(plain, others) - floor
+    assert all(bool((floored[n] <= plain[n]).all()) for n in others)  # the lowest-ranked survivors made room
+
+
+@pytest.mark.parametrize("scope", ["global", "layer"])
+def test_a_floor_that_does_not_bind_leaves_the_mask_exactly_as_before(scope: str) -> None:
+    final, mask = weights(2), dense(weights(2))
+    for _ in range(6):  # down to 26% overall: every layer stays far above 0.1%
+        plain = next_mask(PruneSpec(scope=scope), final, final, mask)
+        floored = next_mask(PruneSpec(scope=scope, min_layer_density=0.001), final, final, mask)
+        assert all(torch.equal(plain[n], floored[n]) for n in SHAPES)
+        mask = plain
+
+
+@pytest.mark.parametrize(
+    "spec",
+    [
+        PruneSpec(rate=0.9, scope="layer", min_layer_density=0.2),
+        PruneSpec(rate=0.9, overrides={"value_net.weight": 0.99}, min_layer_density=0.2),
+        PruneSpec(rate=0.95, distribution="erk", min_layer_density=0.2),
+    ],
+    ids=["layer", "override", "erk"],
+)
+def test_layer_wise_counts_are_raised_to_the_floor(spec: PruneSpec) -> None:
+    final = weights(3)
+    mask = next_mask(spec, final, final, dense(final))
+    for name, keep in mask.items():
+        assert int(keep.sum()) >= layer_floor(keep.numel(), 0.2), name
+    # The rate alone would have taken some layer below the floor: that layer sits exactly at it.
+    assert any(int(keep.sum()) == layer_floor(keep.numel(), 0.2) for keep in mask.values())
+
+
+@pytest.mark.parametrize("scope", ["global", "layer"])
+def test_a_floor_never_revives_dead_weights(scope: str) -> None:
+    final = weights(4, scales={"action_net.weight": 1e-3})
+    mask = dense(final)
+    mask["action_net.weight"] = torch.zeros(2, 64, dtype=torch.bool)
+    mask["action_net.weight"][0, :3] = True  # 3 alive, below a floor of 26
+    new = next_mask(PruneSpec(scope=scope, min_layer_density=0.2), final, final, mask)
+    assert torch.equal(new["action_net.weight"], mask["action_net.weight"])
+    assert all(bool((new[n] <= mask[n]).all()) for n in SHAPES)
+
+
+@pytest.mark.parametrize("value", [-0.1, 1.0])
+def test_a_floor_outside_zero_to_one_is_one_line(value: float) -> None:
+    cfg = Config(prune=PruneConfig(min_layer_density=value))
+    with pytest.raises(ConfigError, match=rf"^prune.min_layer_density={value} must lie in \[0, 1\)"):
+        validate(cfg)

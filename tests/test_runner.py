@@ -8,6 +8,8 @@ from __future__ import annotations
 
 import copy
 import csv
+import json
+import logging
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
@@ -18,7 +20,7 @@ from stable_baselines3 import PPO
 from tiny import levels_without_time, tiny_config
 
 from rl_tickets.chain import identity
-from rl_tickets.chain.identity import chain_identity, dense_identity, digest
+from rl_tickets.chain.identity import ENGINE_VERSION, chain_identity, dense_identity, digest
 from rl_tickets.chain.runner import Runner
 from rl_tickets.chain.store import COMPLETE, ChainPaths
 from rl_tickets.config import (
@@ -32,6 +34,7 @@ from rl_tickets.config import (
     PruneConfig,
     RewindConfig,
     TrainConfig,
+    validate,
 )
 from rl_tickets.level import CurveSink, LevelOutcome, LevelPlan
 from rl_tickets.rl.trainer import SB3Trainer
@@ -207,16 +210,23 @@ DQN_ZOO = {
 PINNED: dict[str, tuple[Config, str, str, dict[str, Any]]] = {
     "default_ppo_cartpole": (
         Config(),
+        "6b3911aa4bee",
         "e076257cdb23",
-        "e076257cdb23",
-        {"algo.name": "ppo", "env.id": "CartPole-v1", "seed": 0, "task": "rl"},
+        {
+            "algo.name": "ppo",
+            "env.id": "CartPole-v1",
+            "seed": 0,
+            "task": "rl",
+            "prune.min_layer_density": 0.001,
+            "engine_version": 2,
+        },
     ),
     "dqn_cartpole_zoo": (
         Config(
             algo=AlgoConfig(name="dqn", hyperparams=DQN_ZOO, policy_kwargs={"net_arch": [256, 256]}),
             train=TrainConfig(timesteps=50_000),
         ),
-        "cac133a19da8",
+        "b460459a77b3",
         "cac133a19da8",
         {
             "algo.hyperparams": DQN_ZOO,
@@ -226,6 +236,8 @@ PINNED: dict[str, tuple[Config, str, str, dict[str, Any]]] = {
             "seed": 0,
             "task": "rl",
             "train.timesteps": 50_000,
+            "prune.min_layer_density": 0.001,
+            "engine_version": 2,
         },
     ),
     "supervised_lenet": (
@@ -235,7 +247,7 @@ PINNED: dict[str, tuple[Config, str, str, dict[str, Any]]] = {
             data=DataConfig(name="mnist5k"),
             prune=PruneConfig(overrides={r"^classifier\.4\.weight$": 0.1}),
         ),
-        "73e4b1032010",
+        "272ee4d10138",
         "34333e9f9f5d",
         {
             "data.name": "mnist5k",
@@ -243,9 +255,33 @@ PINNED: dict[str, tuple[Config, str, str, dict[str, Any]]] = {
             "prune.overrides": {r"^classifier\.4\.weight$": 0.1},
             "seed": 0,
             "task": "supervised",
+            "prune.min_layer_density": 0.001,
+            "engine_version": 2,
         },
     ),
 }
+
+
+# The pins before engine version 2 (issue 20: pruned gradients zeroed before clipping, the layer floor).
+# Pruned levels moved to new chain directories; dense levels must not move, so they stay shared.
+CHAIN_HASHES_OF_ENGINE_1 = {
+    "default_ppo_cartpole": "e076257cdb23",
+    "dqn_cartpole_zoo": "cac133a19da8",
+    "supervised_lenet": "73e4b1032010",
+}
+
+
+@pytest.mark.parametrize("name", list(PINNED))
+def test_engine_version_2_moved_every_chain_and_no_dense_level(name: str) -> None:
+    cfg, chain_hash, dense_hash, _ = PINNED[name]
+    assert chain_identity(cfg)["engine_version"] == ENGINE_VERSION == 2
+    assert "engine_version" not in dense_identity(cfg)
+    assert not any(k.startswith("prune.") for k in dense_identity(cfg))
+    assert chain_hash != CHAIN_HASHES_OF_ENGINE_1[name]
+    # The dense pins are the ones engine version 1 had (the default job's dense hash was its chain hash).
+    assert dense_hash == {"supervised_lenet": "34333e9f9f5d"}.get(name, CHAIN_HASHES_OF_ENGINE_1[name])
+    # prune.min_layer_density is recorded even at its default.
+    assert chain_identity(cfg)["prune.min_layer_density"] == PruneConfig().min_layer_density
 
 
 @pytest.mark.parametrize("name", list(PINNED))
@@ -304,6 +340,7 @@ CHAIN_ONLY: dict[str, Any] = {
     "prune.scope": ("prune", {"scope": "layer"}),
     "prune.exclude": ("prune", {"exclude": ["value_net"]}),
     "retrain.mode": ("retrain", replace(Config().retrain, mode="finetune")),
+    "prune.min_layer_density": ("prune", {"min_layer_density": 0.0}),
 }
 
 
@@ -371,10 +408,10 @@ def test_result_files_have_the_documented_columns_and_loadable_models(tmp_path: 
         assert (
             handle.readline().strip()
             == "level,variant,density,eval_return_mean,eval_return_std,timesteps,eval_return_max,train_s,"
-            "actor_density,critic_density"
+            "actor_density,critic_density,empty_layers"
         )
     with open(chain / "layers.csv") as handle:
-        assert handle.readline().strip() == "level,variant,layer,numel,density,role"
+        assert handle.readline().strip() == "level,variant,layer,numel,density,role,empty"
     rows = list(csv.DictReader(open(chain / "levels.csv")))
     layer_rows = list(csv.DictReader(open(chain / "layers.csv")))
     assert [(int(r["level"]), r["variant"]) for r in rows] == [(0, "ticket"), (1, "ticket"), (2, "ticket")]
@@ -390,6 +427,7 @@ def test_result_files_have_the_documented_columns_and_loadable_models(tmp_path: 
         )
         assert abs(float(row["density"]) * total - 0.8**level * total) <= 1
         assert float(row["eval_return_mean"]) > 0 and float(row["eval_return_std"]) >= 0
+        assert row["empty_layers"] == ""
         mine = [r for r in layer_rows if int(r["level"]) == level]
         assert [r["layer"] for r in mine] == list(mask)
         for r in mine:
@@ -411,3 +449,32 @@ def test_result_files_have_the_documented_columns_and_loadable_models(tmp_path: 
         for name, keep in mask.items():
             assert torch.equal(state[name + "_mask"].bool(), keep)
             assert int((state[name][~keep] != 0).sum()) == 0
+
+
+@pytest.mark.parametrize("floor", [0.0, 0.001])
+def test_a_layer_pruned_to_nothing_is_warned_about_and_marked(
+    tmp_path: Path, floor: float, caplog: pytest.LogCaptureFixture
+) -> None:
+    """The action head pruned at 99% on its own: gone at prune.min_layer_density=0, one weight at the default."""
+    prune = PruneConfig(levels=1, overrides={"action_net": 0.99}, min_layer_density=floor)
+    cfg = replace(tiny_cfg(tmp_path), prune=prune)
+    validate(cfg)
+    with caplog.at_level(logging.WARNING, logger="rl_tickets.chain.levels"):
+        chain = Runner(cfg, spy(cfg)).run()
+    rows = {(r["level"], r["variant"]): r for r in csv.DictReader(open(chain / "levels.csv"))}
+    heads = [r for r in csv.DictReader(open(chain / "layers.csv")) if r["layer"] == "action_net.weight"]
+    record = json.loads((chain / "level_01" / "ticket" / "metrics.json").read_text())
+    warnings = [r.getMessage() for r in caplog.records if "no live weights" in r.getMessage()]
+    head = {r["level"]: (float(r["density"]), r["empty"]) for r in heads}
+    if floor == 0.0:
+        assert rows[("1", "ticket")]["empty_layers"] == "action_net.weight"
+        assert head["1"] == (0.0, "1") and record["empty_layers"] == ["action_net.weight"]
+        assert warnings == [
+            "rl-tickets: warning: level 1 ticket has no live weights in action_net.weight "
+            "(prune.min_layer_density=0.0); the network is cut there"
+        ]
+    else:
+        assert rows[("1", "ticket")]["empty_layers"] == ""
+        assert head["1"] == (1 / 32, "0") and record["empty_layers"] == []  # 2 x 16 weights, one kept
+        assert warnings == []
+    assert rows[("0", "ticket")]["empty_layers"] == "" and head["0"] == (1.0, "0")

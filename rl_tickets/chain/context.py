@@ -33,6 +33,7 @@ class ChainContext:
             exclude=tuple(cfg.prune.exclude),
             criterion=cfg.prune.criterion,
             distribution=cfg.prune.distribution,
+            min_layer_density=cfg.prune.min_layer_density,
         )
         self._names: list[str] | None = None
         self._dense_masks: dict[float, Mask] = {}

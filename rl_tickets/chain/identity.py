@@ -44,8 +44,16 @@ NOT_IDENTITY = {"prune.levels"}
 
 
 # Always recorded, even when equal to a schema default, so a hash never depends on what the
-# schema's defaults happen to be for *what* is trained.
-ALWAYS = {"task", "algo.name", "env.id", "model.name", "data.name", "seed"}
+# schema's defaults happen to be for *what* is trained. prune.min_layer_density came with engine
+# version 2 and is recorded always, so changing its default later moves chains to new directories.
+ALWAYS = {"task", "algo.name", "env.id", "model.name", "data.name", "seed", "prune.min_layer_density"}
+
+# What a pruned level trains, beyond its settings: the engine's rules, recorded in every *chain*
+# identity (never the dense one, so dense levels stay shared across versions). Raise it when a change
+# makes the same settings train something else, so old and new pruned levels are never mixed.
+# 1 (unrecorded): pruned weights' gradients reached gradient clipping; global ranking could empty a layer.
+# 2: pruned gradients are zeroed before clipping and every optimizer step; prune.min_layer_density.
+ENGINE_VERSION = 2
 
 
 def flat_config(cfg: Config) -> dict[str, Any]:
@@ -97,11 +105,14 @@ def dense_identity(cfg: Config) -> dict[str, Any]:
 
 
 def chain_identity(cfg: Config) -> dict[str, Any]:
-    """Identity of a pruning chain, seed included.
+    """Identity of a pruning chain, seed and :data:`ENGINE_VERSION` included.
 
     :param cfg: the job config.
     """
-    return _identity(cfg, dense_keys(cfg) + CHAIN_EXTRA_KEYS, with_seed=True)
+    return {
+        **_identity(cfg, dense_keys(cfg) + CHAIN_EXTRA_KEYS, with_seed=True),
+        "engine_version": ENGINE_VERSION,
+    }
 
 
 def digest(identity: dict[str, Any], exclude_seed: bool = True) -> str:

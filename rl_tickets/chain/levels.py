@@ -10,6 +10,7 @@ seconds) and ``steps_per_s`` (training alone); levels.csv carries ``train_s``.
 from __future__ import annotations
 
 import json
+import logging
 import shutil
 from collections.abc import Callable
 from pathlib import Path
@@ -20,11 +21,13 @@ from rl_tickets.chain.manifest import write_complete
 from rl_tickets.chain.store import fresh_partial, write_csv
 from rl_tickets.level import CurveSink, LevelOutcome, LevelPlan
 from rl_tickets.sparsity.dynamic import LOG_COLUMNS
-from rl_tickets.sparsity.masks import Mask, save_mask
+from rl_tickets.sparsity.masks import Mask, layer_densities, save_mask
 from rl_tickets.timing import TIME_KEYS, Stopwatch, steps_per_second
 
 # Sparse training's log of mask updates in a level directory (rl_tickets.sparsity.dynamic.LOG_COLUMNS).
 MASK_UPDATES = "mask_updates.csv"
+log = logging.getLogger(__name__)
+
 # Builds a level's curve sink from (offset, start_step): the cumulative x-axis of its curves.
 SinkMaker = Callable[[int, int], CurveSink]
 
@@ -89,10 +92,18 @@ def finish_level(
     }
     spent["total_s"] = round(total_s, 4)
     steps = int(outcome.metrics.get(chain.trainer.unit, 0) or 0)
+    empty = [layer for layer, _, layer_density in layer_densities(mask) if layer_density == 0]
+    if empty:
+        # Never silent: a layer without a live weight cuts the network (its outputs are constant).
+        log.warning(
+            f"rl-tickets: warning: level {level} {variant} has no live weights in {', '.join(empty)} "
+            f"(prune.min_layer_density={chain.cfg.prune.min_layer_density}); the network is cut there"
+        )
     record = {
         "level": level,
         "variant": variant,
         "density": chain.density(mask),
+        "empty_layers": empty,
         **outcome.metrics,
         "time": spent,
         "steps_per_s": steps_per_second(steps, spent["train_s"]),

@@ -76,8 +76,13 @@ def write_tables(chain: ChainContext) -> None:
         if not is_complete(directory):
             continue
         mask = load_mask(directory / "mask.pt")
-        rows.append({**level_row(chain, level, variant), **role_densities(mask, roles)})
-        for layer, numel, layer_density in layer_densities(mask):
+        layers = layer_densities(mask)
+        # A layer with no live weight cuts the network in two (see prune.min_layer_density): say which.
+        empty = ";".join(layer for layer, _, layer_density in layers if layer_density == 0)
+        rows.append(
+            {**level_row(chain, level, variant), **role_densities(mask, roles), "empty_layers": empty}
+        )
+        for layer, numel, layer_density in layers:
             layer_rows.append(
                 {
                     "level": level,
@@ -86,18 +91,19 @@ def write_tables(chain: ChainContext) -> None:
                     "numel": numel,
                     "density": layer_density,
                     "role": roles.get(layer, ""),
+                    "empty": int(layer_density == 0),
                 }
             )
     role_columns = [f"{r}_density" for r in ROLE_ORDER if r in set(roles.values())]
     write_csv(
         chain.paths.chain / "levels.csv",
         rows,
-        ["level", "variant", "density", *chain.trainer.columns, *TIME_COLUMNS, *role_columns],
+        ["level", "variant", "density", *chain.trainer.columns, *TIME_COLUMNS, *role_columns, "empty_layers"],
     )
     write_csv(
         chain.paths.chain / "layers.csv",
         layer_rows,
-        ["level", "variant", "layer", "numel", "density", "role"],
+        ["level", "variant", "layer", "numel", "density", "role", "empty"],
     )
 
 
