@@ -12,7 +12,7 @@ from pathlib import Path
 from typing import Any
 
 CHOICES: dict[str, tuple[str, ...]] = {
-    "task": ("rl", "supervised"),
+    "task": ("rl", "supervised", "stability"),
     "algo.name": ("ppo", "a2c", "dqn", "sac", "td3"),
     "prune.scope": ("global", "layer"),
     "prune.schedule": ("iterative", "oneshot", "gradual", "static", "set", "rigl"),
@@ -35,6 +35,8 @@ CHOICES: dict[str, tuple[str, ...]] = {
     ),
     "supermask.weights": ("init", "shared"),
     "supermask.signs": ("ticket", "random"),
+    "stability.of": ("rl", "supervised"),
+    "stability.masks": ("k0", "per_k"),
 }
 
 # Sparse training from scratch (static masks, SET, RigL): one run at prune.final_density from the start.
@@ -136,6 +138,9 @@ class RewindConfig:
     step: int = 0
     optimizer: str = "fresh"
     replay_buffer: str = "empty"
+    # Choose ``step`` from the instability analysis of the same settings (``task=stability``): the
+    # job resolves it to one integer per seed before anything is hashed (rl_tickets.stability.choose).
+    auto: bool = False
 
 
 @dataclass
@@ -175,6 +180,24 @@ class SupermaskConfig:
 
 
 @dataclass
+class StabilityConfig:
+    """The instability analysis (``task=stability``; Frankle et al. 2020): two copies trained from the
+    state at each rewind step k with different noise, evaluated along the line between them."""
+
+    # The task whose chain is analysed (rl or supervised): ``task`` itself says ``stability``.
+    of: str = "rl"
+    # Rewind steps k: fractions of the budget (< 1) or whole steps (>= 1).
+    steps: list[float] = field(default_factory=lambda: [0.0, 0.005, 0.01, 0.02, 0.05, 0.1, 0.2])
+    # Chain levels analysed (0 = dense); their masks come from the chain rewound to k=0 (masks=k0).
+    levels: list[int] = field(default_factory=lambda: [0, 3])
+    # Evenly spaced interpolation points from 0 to 1, both ends included.
+    alphas: int = 11
+    masks: str = "k0"
+    # "Stable": instability at most this fraction of |dense metric| (the report's margin; rewind.auto).
+    threshold: float = 0.05
+
+
+@dataclass
 class LoggerConfig:
     """Weights & Biases mirror of the local files."""
 
@@ -203,6 +226,7 @@ class Config:
     train: TrainConfig = field(default_factory=TrainConfig)
     eval: EvalConfig = field(default_factory=EvalConfig)
     supermask: SupermaskConfig = field(default_factory=SupermaskConfig)
+    stability: StabilityConfig = field(default_factory=StabilityConfig)
     logger: LoggerConfig = field(default_factory=LoggerConfig)
     controls: list[str] = field(default_factory=list)
     # A chain directory (.../chains/<hash>/seed_<s>) whose ticket masks are applied here, level by level,
@@ -235,9 +259,17 @@ def display_name(cfg: Config) -> str:
     """
     if cfg.name:
         return cfg.name
-    if cfg.task == "supervised":
+    if learner_task(cfg) == "supervised":
         return f"{cfg.model.name}_{cfg.data.name}"
     return f"{cfg.algo.name}_{cfg.env.name}"
+
+
+def learner_task(cfg: Config) -> str:
+    """The task that trains (rl or supervised): ``task``, or ``stability.of`` under ``task=stability``.
+
+    :param cfg: the job config.
+    """
+    return cfg.stability.of if cfg.task == "stability" else cfg.task
 
 
 def _check_choice(key: str, value: str) -> None:
@@ -309,8 +341,9 @@ def validate(cfg: Config) -> None:
             raise ConfigError(f"prune.overrides[{pattern!r}]={rate} must lie in [0, 1)")
     if p.schedule in ONE_RUN_SCHEDULES:
         _validate_one_run(cfg)
-    budget_key = "train.iterations" if cfg.task == "supervised" else "train.timesteps"
-    budget = cfg.train.iterations if cfg.task == "supervised" else cfg.train.timesteps
+    supervised = learner_task(cfg) == "supervised"
+    budget_key = "train.iterations" if supervised else "train.timesteps"
+    budget = cfg.train.iterations if supervised else cfg.train.timesteps
     if budget <= 0:
         raise ConfigError(f"{budget_key}={budget} must be > 0")
     if not 0 <= cfg.rewind.step < budget:

@@ -43,6 +43,8 @@ class LevelPlan:
     :param width_scale: shrink hidden widths and CNN channels by this factor (small_dense control;
         fresh nets only).
     :param snapshot_step: while training, save the full training state at this step (dense run).
+    :param snapshot_steps: also save the full training state at each of these steps (the instability
+        analysis's dense run), as :func:`snapshot_file` names them.
     :param mask_schedule: called periodically to update the mask during training (gradual pruning).
     :param mask_schedule_every: period of ``mask_schedule`` in steps.
     :param sparse: sparse training (static, SET, RigL): updated by the trainer while it trains, then
@@ -62,10 +64,21 @@ class LevelPlan:
     restore_replay_buffer: bool = False
     width_scale: float = 1.0
     snapshot_step: int | None = None
+    snapshot_steps: tuple[int, ...] = ()
     mask_schedule: MaskSchedule | None = None
     mask_schedule_every: int = 0
     sparse: DynamicSchedule | None = None
     record: dict[str, Any] = field(default_factory=dict)
+
+
+def snapshot_file(out: Path, step: int, suffix: str) -> Path:
+    """Where a run saves its training state at ``step`` of :attr:`LevelPlan.snapshot_steps`.
+
+    :param out: the run's directory.
+    :param step: the requested step (an RL snapshot is taken at the first rollout start at or after it).
+    :param suffix: the trainer's checkpoint suffix (``.zip``, ``.pt``).
+    """
+    return out / f"snapshot_{step:09d}{suffix}"
 
 
 @dataclass

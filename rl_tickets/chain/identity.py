@@ -40,7 +40,9 @@ SUPERVISED_DENSE_KEYS = (
     "rewind",
 )
 CHAIN_EXTRA_KEYS = ("prune", "retrain")
-NOT_IDENTITY = {"prune.levels"}
+# rewind.auto is resolved to rewind.step before anything is hashed (a chain chosen that way is the
+# chain with that step written out); it is listed so that a stray value can never split a hash.
+NOT_IDENTITY = {"prune.levels", "rewind.auto"}
 
 
 # Always recorded, even when equal to a schema default, so a hash never depends on what the

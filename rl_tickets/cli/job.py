@@ -22,6 +22,11 @@ from rl_tickets.cli.preflight import check_network, check_values
 from rl_tickets.cli.resume import resuming_line
 from rl_tickets.cli.stops import exit_code
 from rl_tickets.config import ONE_RUN_SCHEDULES, Config, ConfigError, display_name, validate
+from rl_tickets.stability.analysis import Analysis
+from rl_tickets.stability.choose import resolve_auto, write_choice
+from rl_tickets.stability.figures import write_figures
+from rl_tickets.stability.settings import check_settings, learner_config
+from rl_tickets.stability.tables import console_rows
 from rl_tickets.trainers import UserError, build_trainer
 
 log = logging.getLogger(__name__)
@@ -140,12 +145,20 @@ def run_job(cfg: Config, multirun: bool = False, live: bool = False) -> Path:
     :param multirun: part of a sweep (one torch thread per job unless ``threads`` says otherwise; no final table).
     :return: the chain directory.
     """
+    if cfg.task == "stability":
+        return run_stability(cfg, multirun)
     validate(cfg)
+    choice = None
+    if cfg.rewind.auto:  # resolved before anything is hashed: the chain with that step written out
+        cfg, choice = resolve_auto(cfg)
+        say(f"rewind.auto: rewind.step={cfg.rewind.step} for seed {cfg.seed}, from {choice['analysis']}", log)
     check_values(cfg)
     torch.set_num_threads(threads_for(cfg, multirun))
     trainer = build_trainer(cfg)
     check_network(cfg, trainer)  # builds the network once: every refusal comes before level 0 trains
     log.info(f"device: {getattr(trainer, 'device', cfg.device)} (device={cfg.device})")
+    if choice is not None:
+        write_choice(ChainPaths.of(cfg).chain, choice)
     mirror = None
     if cfg.logger.mode != "disabled":
         from rl_tickets.tracking.mirror import WandbMirror, run_info
@@ -171,4 +184,39 @@ def run_job(cfg: Config, multirun: bool = False, live: bool = False) -> Path:
     return chain
 
 
-__all__ = ["ConfigError", "UserError", "run_job"]
+def run_stability(cfg: Config, multirun: bool = False) -> Path:
+    """``task=stability``: check, build the analysed task's trainer, run (or resume) this seed's analysis.
+
+    :param cfg: the composed config.
+    :param multirun: part of a sweep (one torch thread per job unless ``threads`` says otherwise; no table).
+    :return: the analysis's seed directory.
+    """
+    validate(cfg)
+    check_settings(cfg)
+    learner = learner_config(cfg)
+    check_values(learner)
+    torch.set_num_threads(threads_for(learner, multirun))
+    trainer = build_trainer(learner)
+    check_network(learner, trainer)
+    mirror = None
+    if cfg.logger.mode != "disabled":
+        from rl_tickets.stability.tracking import stability_mirror
+
+        mirror = stability_mirror(cfg)
+    status = 0
+    try:
+        seed_dir = Analysis(cfg, trainer, lambda line: say(line, log), (mirror,) if mirror else ()).run()
+        write_figures(seed_dir.parent)  # across every seed finished so far
+    except BaseException as error:
+        status = exit_code(error)
+        raise
+    finally:
+        if mirror is not None:
+            mirror.close(status)
+    if not multirun:
+        say(f"{seed_dir / 'instability.csv'}\n{text_table(*console_rows(seed_dir))}", log)
+    say(f"results: {seed_dir}", log)
+    return seed_dir
+
+
+__all__ = ["ConfigError", "UserError", "run_job", "run_stability"]

@@ -11,7 +11,7 @@ import torch
 from stable_baselines3.common.callbacks import BaseCallback
 from stable_baselines3.common.logger import KVWriter
 
-from rl_tickets.level import CurveSink, MaskSchedule
+from rl_tickets.level import CurveSink, LevelPlan, MaskSchedule, snapshot_file
 from rl_tickets.rl.checkpoints import save_state
 from rl_tickets.sparsity.masks import online_weights, set_masks
 from rl_tickets.timing import Stopwatch
@@ -37,6 +37,30 @@ class Snapshot(BaseCallback):
 
     def _on_step(self) -> bool:
         return True
+
+
+def grid_snapshots(plan: LevelPlan, out: Path, watch: Stopwatch) -> list[Snapshot]:
+    """One snapshot per step of ``plan.snapshot_steps`` (the instability analysis's dense run).
+
+    :param plan: the level's plan.
+    :param out: the level's directory (files named by :func:`rl_tickets.level.snapshot_file`).
+    :param watch: times the saving.
+    """
+    return [
+        Snapshot(k, snapshot_file(out, k, ".zip"), plan.restore_replay_buffer, watch)
+        for k in plan.snapshot_steps
+    ]
+
+
+def taken_steps(snapshots: list[Snapshot]) -> dict[str, int]:
+    """``{requested step: step taken}`` of several snapshots (metrics.json's ``extra.snapshots``).
+
+    :param snapshots: the callbacks after training; each must have found its rollout start.
+    """
+    missing = [s.step for s in snapshots if s.taken_at is None]
+    if missing:
+        raise RuntimeError(f"no rollout started at or after step(s) {missing}: they lie beyond the budget")
+    return {str(s.step): int(s.taken_at or 0) for s in snapshots}
 
 
 class MaskUpdates(BaseCallback):

@@ -26,7 +26,7 @@ from stable_baselines3.common.vec_env import VecEnv
 from rl_tickets.config import AlgoConfig, ConfigError, EnvConfig, EvalConfig
 from rl_tickets.level import CurveSink, LevelOutcome, LevelPlan
 from rl_tickets.rl.agents import AgentBuilder
-from rl_tickets.rl.callbacks import MaskUpdates, SinkWriter, Snapshot
+from rl_tickets.rl.callbacks import MaskUpdates, SinkWriter, Snapshot, grid_snapshots, taken_steps
 from rl_tickets.rl.checkpoints import (
     hold_schedules,
     load_agent,
@@ -178,7 +178,7 @@ class SB3Trainer:
             logger = Logger(str(out), writers)
             model.set_logger(logger)
             evaluator = PeriodicEval(evaluate, self.evaluation.every, plan.steps, curve_sink, board)
-            callbacks: list[BaseCallback] = [evaluator]
+            callbacks: list[BaseCallback] = [evaluator, *(snapshots := grid_snapshots(plan, out, watch))]
             snapshot = None
             if plan.snapshot_step:
                 snapshot = Snapshot(
@@ -202,7 +202,7 @@ class SB3Trainer:
                 save_evaluations(out / EVALUATIONS_FILE, evaluator.evaluations)
             seeds = eval_seeds(self.eval_seed, eval_env.num_envs)
             evaluated = {"eval_episodes": self.evaluation.episodes, "eval_seeds": seeds}
-            extra = level_extra(model, plan, first, snapshot, evaluated)
+            extra = level_extra(model, plan, first, snapshot, evaluated, snapshots)
             metrics = {
                 "eval_return_mean": final["eval/return_mean"],
                 "eval_return_std": final["eval/return_std"],
@@ -293,7 +293,12 @@ class SB3Trainer:
 
 
 def level_extra(
-    model: BaseAlgorithm, plan: LevelPlan, first: int, snapshot: Snapshot | None, evaluation: dict[str, Any]
+    model: BaseAlgorithm,
+    plan: LevelPlan,
+    first: int,
+    snapshot: Snapshot | None,
+    evaluation: dict[str, Any],
+    snapshots: list[Snapshot] | None = None,
 ) -> dict[str, Any]:
     """metrics.json's ``extra``: the step range, updates, seeds and where the rewind snapshot was taken.
 
@@ -302,6 +307,7 @@ def level_extra(
     :param first: the step counter the level started at.
     :param snapshot: the rewind snapshot callback of a dense run, if any.
     :param evaluation: ``eval_episodes`` and ``eval_seeds`` of the level's evaluation env.
+    :param snapshots: the instability analysis's snapshots (``extra.snapshots``: requested -> taken).
     """
     extra: dict[str, Any] = {
         "start_step": first,
@@ -316,4 +322,6 @@ def level_extra(
         if snapshot.taken_at is None:
             raise RuntimeError(f"no rollout started at or after rewind.step={plan.snapshot_step}")
         extra["snapshot_step"] = snapshot.taken_at
+    if snapshots:
+        extra["snapshots"] = taken_steps(snapshots)
     return extra

@@ -34,7 +34,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from rl_tickets.config import ConfigError, DataConfig, EvalConfig, ModelConfig, TrainConfig
-from rl_tickets.level import CurveSink, LevelOutcome, LevelPlan, MaskSchedule
+from rl_tickets.level import CurveSink, LevelOutcome, LevelPlan, MaskSchedule, snapshot_file
 from rl_tickets.sparsity.dynamic import start_sparse_update
 from rl_tickets.sparsity.masks import Mask, prunable_names, read_mask, set_masks
 from rl_tickets.supervised.data import Dataset, load_dataset
@@ -131,6 +131,7 @@ class SupervisedTrainer:
         # Summed on the device, read only at evaluations: no host sync per iteration.
         train_loss, since = torch.zeros((), device=self.device), 0
         snapshot_taken: int | None = None
+        saves = snapshot_saves(plan, out, self.snapshot_path)
 
         def record() -> None:
             nonlocal train_loss, since
@@ -154,12 +155,10 @@ class SupervisedTrainer:
         # Evaluations and snapshots inside the loop pause the "train" section (see Stopwatch).
         with watch.section("train"):
             while step < end:
-                if plan.snapshot_step and step == plan.snapshot_step:
+                if step in saves:  # the rewind snapshot, or one of the instability analysis's grid
                     with watch.section("save"):
-                        self.nets.save(
-                            self.snapshot_path(out, step), model, optimizer, step, width_scale, plan.seed
-                        )
-                    snapshot_taken = step
+                        self.nets.save(saves[step], model, optimizer, step, width_scale, plan.seed)
+                    snapshot_taken = step if step == plan.snapshot_step else snapshot_taken
                 if plan.mask_schedule is not None and plan.mask_schedule_every > 0:
                     if step % plan.mask_schedule_every == 0:
                         update_mask(model, plan.mask_schedule, step)
@@ -192,8 +191,7 @@ class SupervisedTrainer:
             "lr": lr,
             "width_scale": width_scale,
         }
-        if snapshot_taken is not None:
-            facts["snapshot_step"] = snapshot_taken
+        facts.update(snapshot_facts(plan, snapshot_taken, first, step))
         return level_outcome(curve, facts, mask, watch.record(("train", "eval", "save")))
 
     # ---- weights for pruning and controls -------------------------------------------------------
@@ -287,7 +285,7 @@ def level_outcome(
         "test_accuracy": final["test/accuracy"],
         "val_loss_min": best["val/loss"],
     }
-    snapshot = {k: facts[k] for k in ("snapshot_step",) if k in facts}
+    snapshot = {k: facts[k] for k in ("snapshot_step", "snapshots") if k in facts}
     extra: dict[str, Any] = {
         **{k: facts[k] for k in ("start_step", "end_step", "seed", "lr", "width_scale")},
         "val_accuracy_at_early_stop": best["val/accuracy"],
@@ -295,6 +293,39 @@ def level_outcome(
         **snapshot,
     }
     return LevelOutcome(metrics=metrics, curve=curve, mask=mask, extra=extra, time=spent)
+
+
+def snapshot_saves(plan: LevelPlan, out: Path, rewind_path: Callable[[Path, int], Path]) -> dict[int, Path]:
+    """Where the run saves its state at which iteration: the rewind snapshot (``plan.snapshot_step``,
+    a dense level) and the instability analysis's grid (``plan.snapshot_steps``).
+
+    :param plan: the level's plan.
+    :param out: the level's directory.
+    :param rewind_path: the trainer's :meth:`SupervisedTrainer.snapshot_path`.
+    """
+    saves = {k: snapshot_file(out, k, ".pt") for k in plan.snapshot_steps}
+    if plan.snapshot_step:
+        if plan.snapshot_step in saves:
+            raise ValueError("a plan saves its rewind snapshot or a grid of snapshots at one step, not both")
+        saves[plan.snapshot_step] = rewind_path(out, plan.snapshot_step)
+    return saves
+
+
+def snapshot_facts(plan: LevelPlan, taken: int | None, first: int, end: int) -> dict[str, Any]:
+    """metrics.json's ``snapshot_step`` (the rewind snapshot) and ``snapshots`` (the grid: requested ->
+    taken, every step exactly), each only when the plan asked for it.
+
+    :param plan: the level's plan.
+    :param taken: the iteration the rewind snapshot was saved at (None: none).
+    :param first: the iteration the run started at.
+    :param end: the iteration it ended at.
+    """
+    facts: dict[str, Any] = {} if taken is None else {"snapshot_step": taken}
+    if plan.snapshot_steps:
+        if not all(first <= k < end for k in plan.snapshot_steps):
+            raise RuntimeError(f"snapshot steps {list(plan.snapshot_steps)} lie outside [{first}, {end})")
+        facts["snapshots"] = {str(k): k for k in plan.snapshot_steps}
+    return facts
 
 
 def check_settings(model: ModelConfig, train: TrainConfig) -> None:

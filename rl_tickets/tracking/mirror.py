@@ -230,7 +230,8 @@ class WandbMirror:
         run.define_metric("level/*", step_metric="level")
         run.define_metric("global_step")
         run.define_metric("level_step")
-        for prefix in ("train/*", "rollout/*", "eval/*", "time/*", "val/*"):
+        # stability/*: the instability analysis logs one row per pair with global_step = the rewind step k.
+        for prefix in ("train/*", "rollout/*", "eval/*", "time/*", "val/*", "stability/*"):
             run.define_metric(prefix, step_metric="global_step")
         self.runs[variant] = run
         return run
