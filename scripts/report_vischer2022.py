@@ -1,7 +1,11 @@
 """Tables behind docs/results/vischer2022_cartpole.md, from a results root written by
 scripts/study_vischer2022.sh.
 
-    python scripts/report_vischer2022.py STUDY_ROOT [--out docs/results/vischer2022]
+    python scripts/report_vischer2022.py STUDY_ROOT [--out docs/results/vischer2022] [--metric final|best|auc]
+
+With ``--metric best`` or ``auc`` (rl_tickets/report/metrics.py; they need the study trained with
+``eval.every`` > 0) everything is written under ``OUT/<metric>/`` instead, each return being that metric
+of the level's evaluation curve, so the final-return tables stay where they are.
 
 Writes under ``--out``:
 - the standard report (``rl-tickets-report STUDY_ROOT --out OUT``): one folder per experiment
@@ -27,6 +31,7 @@ import torch
 
 from rl_tickets.report import main as report_main
 from rl_tickets.report.formatting import fmt_density, md_table
+from rl_tickets.report.metrics import DEFAULT_METRIC, METRICS, RL_CURVE_COLUMN, level_metric
 
 GLOBAL = "vischer2022_cartpole"
 LAYER = "scope_layer_cartpole"
@@ -45,7 +50,7 @@ def chains_named(root: Path, name: str) -> dict[int, Path]:
     return found
 
 
-def level_rows(chain: Path, seed: int) -> list[dict]:
+def level_rows(chain: Path, seed: int, metric: str = DEFAULT_METRIC) -> list[dict]:
     """One row per finished (level, variant) of a chain, level 0 from its dense directory."""
     meta = json.loads((chain / "meta.json").read_text())
     dirs = [Path(meta["dense_dir"]) / "level_00" / "ticket"] + sorted(chain.glob("level_*/*"))
@@ -60,7 +65,7 @@ def level_rows(chain: Path, seed: int) -> list[dict]:
             "level": metrics["level"],
             "variant": metrics["variant"],
             "density": metrics["density"],
-            "return": metrics["eval_return_mean"],
+            "return": level_metric(directory, RL_CURVE_COLUMN, metric, metrics["eval_return_mean"]),
         }
         for name in HEADS:
             row[name] = float(mask[name].float().mean()) if name in mask else float("nan")
@@ -73,9 +78,9 @@ def level_rows(chain: Path, seed: int) -> list[dict]:
     return rows
 
 
-def table(root: Path, name: str) -> pd.DataFrame:
-    """Every finished level of every seed of the experiment ``name``."""
-    rows = [r for seed, chain in chains_named(root, name).items() for r in level_rows(chain, seed)]
+def table(root: Path, name: str, metric: str = DEFAULT_METRIC) -> pd.DataFrame:
+    """Every finished level of every seed of the experiment ``name``, its ``return`` being ``metric``."""
+    rows = [r for seed, chain in chains_named(root, name).items() for r in level_rows(chain, seed, metric)]
     return pd.DataFrame(rows)
 
 
@@ -162,20 +167,26 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("root", type=Path)
     parser.add_argument("--out", type=Path, default=Path("docs/results/vischer2022"))
+    parser.add_argument("--metric", choices=METRICS, default=DEFAULT_METRIC)
     args = parser.parse_args()
+    if args.metric != DEFAULT_METRIC:
+        args.out = args.out / args.metric
     args.out.mkdir(parents=True, exist_ok=True)
-    report_main([str(args.root), "--out", str(args.out)])
-    global_df, layer_df = table(args.root, GLOBAL), table(args.root, LAYER)
+    report_main([str(args.root), "--out", str(args.out), "--metric", args.metric])
+    global_df, layer_df = table(args.root, GLOBAL, args.metric), table(args.root, LAYER, args.metric)
     text, summary = normalised_markdown(global_df)
     summary.to_csv(args.out / "normalised.csv", index=False)
+    names = {"final": "Return", "best": "Best return", "auc": "Return AUC", "last10": "Last-10% return"}
+    what = names[args.metric]
     (args.out / "normalised.md").write_text(
-        "# Return over the same seed's dense return (mean ± sd (n seeds))\n\n" + text
+        f"# {what} over the same seed's dense one (mean ± sd (n seeds); `--metric {args.metric}`)\n\n" + text
     )
     if not layer_df.empty:
         text, both = scope_markdown(global_df, layer_df)
         both.to_csv(args.out / "scope.csv", index=False)
         (args.out / "scope.md").write_text(
-            "# Global vs layer-wise magnitude pruning, default job (ticket, mean ± sd (n seeds))\n\n"
+            f"# Global vs layer-wise magnitude pruning, default job (ticket, mean ± sd (n seeds); "
+            f"return: `--metric {args.metric}`)\n\n"
             "Head columns: the fraction of `action_net.weight` / `value_net.weight` kept.\n\n" + text
         )
     names = ["cart_position", "cart_velocity", "pole_angle", "pole_angular_velocity"]
