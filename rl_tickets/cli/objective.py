@@ -38,6 +38,8 @@ def objective(chain: Path, kind: str, levels: int) -> float:
     :param kind: ``deepest`` or ``mean``.
     :param levels: ``prune.levels`` of the job.
     """
+    if not (chain / "meta.json").is_file():  # task=stability returns its analysis's directory: no ticket
+        return math.nan
     values = ticket_metric(chain, levels)
     if not values:
         return math.nan
