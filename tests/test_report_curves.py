@@ -156,7 +156,9 @@ def metric_reports(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
     build_metric_root(root)
     labels: dict[str, str] = {}
 
-    def spy(summary: pd.DataFrame, path: Path, ylabel: str, title: str) -> None:
+    def spy(
+        summary: pd.DataFrame, path: Path, ylabel: str, title: str, *args: object, **kwargs: object
+    ) -> None:
         labels[path.parent.parent.name] = ylabel
 
     out = {}
