@@ -33,14 +33,13 @@ from rl_tickets.report.aggregate_plots import plot_improvement, plot_iqm, plot_p
 from rl_tickets.report.crossenv import NORMALISATIONS, compute, find_aggregates
 from rl_tickets.report.curve_plots import plot_learning_curves
 from rl_tickets.report.curves import curve_table, level_densities, sources_of, step_unit
-from rl_tickets.report.formatting import safe_name
+from rl_tickets.report.formatting import figure_title, safe_name
 from rl_tickets.report.loading import discover
 from rl_tickets.report.markdown import (
     aggregate_markdown,
     aggregates_index,
     curves_markdown,
     index_markdown,
-    learner_of,
     summary_markdown,
 )
 from rl_tickets.report.masks import analyse_masks, has_mask_plot, masks_markdown
@@ -99,17 +98,18 @@ def write_experiment(exp: Experiment, out_dir: Path, options: ReportOptions) -> 
     per_seed.to_csv(out_dir / "per_seed.csv", index=False)
     summary.to_csv(out_dir / "summary.csv", index=False)
     verdicts.to_csv(out_dir / "verdicts.csv", index=False)
-    title = f"{exp.label} ({learner_of(exp.meta).split(': ')[1]}, {exp.meta.get('env', '?')})"
+    title = figure_title(exp.label, exp.meta, len(exp.chains))  # the name once, then the protocol
     curve_images = write_curves(exp, per_seed, out_dir, title, options.n_resamples)
     (out_dir / "summary.md").write_text(
         summary_markdown(exp, summary, verdicts, options) + curves_markdown(curve_images)
     )
     if not summary.empty:
-        plot_metric_vs_density(summary, out_dir / plot_name(exp), metric_label(exp, options.metric), title)
+        label = metric_label(exp, options.metric)
+        plot_metric_vs_density(summary, out_dir / plot_name(exp), label, title, per_seed)
     analysis = analyse_masks(exp)
     (out_dir / "masks.md").write_text(masks_markdown(exp, analysis))
     if has_mask_plot(analysis):
-        plot_masks(analysis, out_dir / "layer_density.png", exp.label)
+        plot_masks(analysis, out_dir / "layer_density.png", title)
     tickets = per_seed[per_seed["variant"] == TICKET]
     return {
         "label": exp.label,

@@ -73,3 +73,63 @@ def seeds_label(name: str, counts: Iterable[float]) -> str:
     elif values[-1] == 2:
         n += ", CI = range"
     return f"{name} ({n})"
+
+
+def protocol_line(meta: dict[str, Any], seeds: int | str, budget: str | None = None) -> str:
+    """The protocol behind a figure in one line: pruning rate and scope, rewind step, budget, seeds.
+
+    E.g. ``20% pruned per level · global scope · rewind to step 0 · 100,000 env steps per level · 5 seeds``.
+
+    :param meta: a chain's meta.json (its ``config`` holds the job's config).
+    :param seeds: the seeds behind the figure (a number, or a text such as ``3-5``).
+    :param budget: the budget's text instead of this chain's (e.g. budgets differing per environment).
+    """
+    cfg = meta.get("config") or {}
+    prune, rewind, retrain, train = (cfg.get(key) or {} for key in ("prune", "rewind", "retrain", "train"))
+    supervised = meta.get("task") == "supervised"
+    parts = []
+    rate, schedule = prune.get("rate"), prune.get("schedule", "iterative")
+    if schedule == "gradual":
+        parts.append(f"gradual pruning to {fmt_density(prune.get('final_density', float('nan')))}")
+    elif rate is not None:
+        parts.append(f"{float(rate):.0%} pruned per level" + (" (one-shot)" if schedule == "oneshot" else ""))
+    if prune.get("scope"):
+        parts.append(f"{prune['scope']} scope")
+    step, mode = int(rewind.get("step", 0) or 0), retrain.get("mode", "rewind")
+    parts.append(
+        {"finetune": "fine-tuned", "lr_rewind": f"learning rate rewound to step {step:,}"}.get(
+            mode, f"rewind to step {step:,}"
+        )
+    )
+    steps = train.get("iterations" if supervised else "timesteps")
+    if budget is not None:
+        parts.append(budget)
+    elif steps is not None:
+        parts.append(f"{int(steps):,} {'iterations' if supervised else 'env steps'} per level")
+    parts.append(f"{seeds} seed{'' if seeds in (1, '1') else 's'}")
+    return " · ".join(parts)
+
+
+def figure_title(label: str, meta: dict[str, Any], seeds: int) -> str:
+    """A figure's heading: the experiment's name (with the learner and environment only when the name
+    does not already say them), then the protocol on a second line (:func:`protocol_line`).
+
+    :param label: the experiment's label, e.g. ``ppo_cartpole`` or ``vischer2022``.
+    :param meta: a chain's meta.json.
+    :param seeds: the seeds behind the figure.
+    """
+    said = [str(meta.get(k)) for k in ("algo", "model", "env") if meta.get(k)]
+    missing = [part for part in said if part.lower() not in label.lower()]
+    name = f"{label} ({', '.join(missing)})" if missing else label
+    return f"{name}\n{protocol_line(meta, seeds)}"
+
+
+def heading(title: str, what: str = "", *notes: str) -> str:
+    """A figure or panel heading: the title's first line plus ``what``, its other lines, then notes.
+
+    :param title: from :func:`figure_title` (name, newline, protocol) or any one-line title.
+    :param what: appended to the name, e.g. ``": per-layer density"``.
+    :param notes: further lines (what the band is, which levels are shown).
+    """
+    name, *rest = title.split("\n")
+    return "\n".join([name + what, *rest, *(note for note in notes if note)])
