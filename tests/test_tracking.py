@@ -24,8 +24,7 @@ from wandb_records import history_rows, of_type, offline_runs
 from rl_tickets.chain.store import ChainPaths
 from rl_tickets.cli.job import run_job
 from rl_tickets.config import Config, ConfigError, EvalConfig, LoggerConfig, PruneConfig, RewindConfig
-from rl_tickets.rl.callbacks import SinkWriter
-from rl_tickets.rl.trainer import TENSORBOARD_DIR, check_tensorboard
+from rl_tickets.rl.callbacks import TENSORBOARD_DIR, SinkWriter, check_tensorboard
 from rl_tickets.task_sections import OTHER_TASK_KEYS
 from rl_tickets.tracking.mirror import RunInfo, WandbMirror, run_info
 from rl_tickets.tracking.outage import BUDGET_S, Outage

@@ -9,8 +9,9 @@ from typing import Any
 import numpy as np
 import torch
 from stable_baselines3.common.callbacks import BaseCallback
-from stable_baselines3.common.logger import KVWriter
+from stable_baselines3.common.logger import CSVOutputFormat, KVWriter, Logger, TensorBoardOutputFormat
 
+from rl_tickets.config import ConfigError
 from rl_tickets.level import CurveSink, LevelPlan, MaskSchedule, snapshot_file
 from rl_tickets.rl.checkpoints import save_state
 from rl_tickets.sparsity.masks import online_weights, set_masks
@@ -79,6 +80,36 @@ class MaskUpdates(BaseCallback):
             if mask is not None:
                 set_masks(policy, mask)
         return True
+
+
+# A level's TensorBoard run directory (logger.tensorboard=true): one run per level and variant.
+TENSORBOARD_DIR = "tensorboard"
+
+
+def check_tensorboard() -> None:
+    """Refuse ``logger.tensorboard=true`` before training when the ``tensorboard`` package is missing."""
+    try:
+        import tensorboard  # noqa: F401
+    except ImportError:
+        raise ConfigError(
+            "logger.tensorboard=true needs the tensorboard package: pip install tensorboard "
+            "(or rl-tickets[tensorboard])"
+        ) from None
+
+
+def level_logger(out: Path, tensorboard: bool, sink: CurveSink | None) -> tuple[Logger, list[KVWriter]]:
+    """SB3's logger for one level: ``progress.csv``, with ``tensorboard`` SB3's TensorBoard events in
+    ``out/tensorboard`` (one run directory per level and variant), and the runner's curve sink.
+
+    :param out: the level's (temporary) directory.
+    :param tensorboard: also write TensorBoard events (``logger.tensorboard``).
+    :param sink: receives every numeric value of each dump (:class:`SinkWriter`), if any.
+    :return: the logger (close it when the level ends) and its TensorBoard writers, which also get
+        the evaluations (:class:`~rl_tickets.rl.evaluation.PeriodicEval`).
+    """
+    board: list[KVWriter] = [TensorBoardOutputFormat(str(out / TENSORBOARD_DIR))] if tensorboard else []
+    writers = [CSVOutputFormat(str(out / "progress.csv")), *board, *([SinkWriter(sink)] if sink else [])]
+    return Logger(str(out), writers), board
 
 
 def as_number(value: Any) -> float | None:

@@ -19,14 +19,20 @@ import numpy as np
 import torch
 from stable_baselines3.common.base_class import BaseAlgorithm
 from stable_baselines3.common.callbacks import BaseCallback, CallbackList
-from stable_baselines3.common.logger import CSVOutputFormat, KVWriter, Logger, TensorBoardOutputFormat
 from stable_baselines3.common.off_policy_algorithm import OffPolicyAlgorithm
 from stable_baselines3.common.vec_env import VecEnv
 
-from rl_tickets.config import AlgoConfig, ConfigError, EnvConfig, EvalConfig
+from rl_tickets.config import AlgoConfig, EnvConfig, EvalConfig
 from rl_tickets.level import CurveSink, LevelOutcome, LevelPlan
 from rl_tickets.rl.agents import AgentBuilder
-from rl_tickets.rl.callbacks import MaskUpdates, SinkWriter, Snapshot, grid_snapshots, taken_steps
+from rl_tickets.rl.callbacks import (
+    MaskUpdates,
+    Snapshot,
+    check_tensorboard,
+    grid_snapshots,
+    level_logger,
+    taken_steps,
+)
 from rl_tickets.rl.checkpoints import (
     hold_schedules,
     load_agent,
@@ -49,20 +55,6 @@ from rl_tickets.rl.mask_updates import SparseTraining
 from rl_tickets.rl.roles import describe_policy
 from rl_tickets.sparsity.masks import Mask, is_target, prunable_names, read_mask, set_masks
 from rl_tickets.timing import Stopwatch
-
-# A level's TensorBoard run directory (logger.tensorboard=true): one run per level and variant.
-TENSORBOARD_DIR = "tensorboard"
-
-
-def check_tensorboard() -> None:
-    """Refuse ``logger.tensorboard=true`` before training when the ``tensorboard`` package is missing."""
-    try:
-        import tensorboard  # noqa: F401
-    except ImportError:
-        raise ConfigError(
-            "logger.tensorboard=true needs the tensorboard package: pip install tensorboard "
-            "(or rl-tickets[tensorboard])"
-        ) from None
 
 
 class SB3Trainer:
@@ -94,8 +86,7 @@ class SB3Trainer:
         :param device: auto, cpu, cuda or cuda:N.
         :param eval_seed: seed of the evaluation env (the same episodes at every evaluation).
         :param clock: times training, evaluation and saving (metrics.json's ``time``).
-        :param tensorboard: also write SB3's TensorBoard events (and the evaluations) into each level's
-            ``tensorboard/`` directory (``logger.tensorboard``; needs the ``tensorboard`` package).
+        :param tensorboard: also write TensorBoard events into each level (:func:`level_logger`).
         """
         self.algo, self.env_cfg, self.budget, self.evaluation = algo, env, timesteps, evaluation
         self.eval_seed, self.clock, self.tensorboard = eval_seed, clock, tensorboard
@@ -170,12 +161,7 @@ class SB3Trainer:
         logger = None
         try:
             model = self._start(plan, env, out, watch)
-            writers: list[KVWriter] = [CSVOutputFormat(str(out / "progress.csv"))]
-            board = [TensorBoardOutputFormat(str(out / TENSORBOARD_DIR))] if self.tensorboard else []
-            writers += board
-            if curve_sink:
-                writers.append(SinkWriter(curve_sink))
-            logger = Logger(str(out), writers)
+            logger, board = level_logger(out, self.tensorboard, curve_sink)
             model.set_logger(logger)
             evaluator = PeriodicEval(evaluate, self.evaluation.every, plan.steps, curve_sink, board)
             callbacks: list[BaseCallback] = [evaluator, *(snapshots := grid_snapshots(plan, out, watch))]
