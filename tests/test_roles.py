@@ -250,3 +250,14 @@ def test_the_reports_name_paths_agree_with_module_identity(algo: str, continuous
     by_module = layer_roles(model.policy)
     assert roles_from_names(algo, by_module) == by_module
     assert set(by_module.values()) != {"other"}
+
+
+def test_describing_a_policy_moves_no_random_generator() -> None:
+    """describe_policy runs one forward pass; what is trained after it must not depend on it."""
+    model = build("ppo", gym.make("CartPole-v1"))
+    space = model.observation_space
+    space.seed(3)
+    torch_state, space_state = torch.get_rng_state().clone(), space.np_random.bit_generator.state
+    describe_policy(model.policy, space)
+    assert torch.equal(torch.get_rng_state(), torch_state)
+    assert space.np_random.bit_generator.state == space_state

@@ -22,6 +22,7 @@ A Linear/Conv layer under none of these is ``other`` (a custom policy this modul
 
 from __future__ import annotations
 
+import copy
 from typing import Any
 
 import gymnasium as gym
@@ -124,8 +125,10 @@ def input_layers(policy: BasePolicy, observation_space: gym.Space) -> list[str]:
         if isinstance(m, MASKED_MODULES)
     ]
     try:
-        with torch.no_grad():
-            obs, _ = policy.obs_to_tensor(observation_space.sample())
+        # Neither the space's sampler nor torch's global generator may move: a description must not
+        # change what is trained after it.
+        with torch.no_grad(), torch.random.fork_rng(devices=[]):
+            obs, _ = policy.obs_to_tensor(copy.deepcopy(observation_space).sample())
             policy(obs)
     finally:
         for handle in handles:
