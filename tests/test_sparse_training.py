@@ -730,3 +730,46 @@ def test_last10_is_the_mean_of_the_last_tenth_of_evaluations() -> None:
     assert last_fraction_of(np.arange(51, dtype=float)) == pytest.approx(48.0)  # Graesser: 51 -> last 5
     assert last_fraction_of(np.array([3.0, 7.0])) == 7.0  # at least one
     assert math.isnan(last_fraction_of(np.zeros(0)))
+
+
+def test_the_graesser2022_presets_carry_their_gin_settings_and_no_zoo_value() -> None:
+    from hydra import compose, initialize_config_module
+    from omegaconf import OmegaConf
+
+    from rl_tickets.config import register_schemas
+
+    register_schemas()
+    with initialize_config_module(config_module="rl_tickets.conf", version_base="1.3"):
+        dqn = OmegaConf.to_object(
+            compose("config", ["experiment=graesser2022_dqn_cartpole", "prune.schedule=rigl"])
+        )
+        ppo = OmegaConf.to_object(compose("config", ["experiment=graesser2022_ppo_cartpole"]))
+    assert dqn.env.id == "CartPole-v0" and dqn.train.timesteps == 50_000
+    assert dqn.algo.hyperparams == {
+        "learning_rate": 1e-3,
+        "batch_size": 128,
+        "buffer_size": 100_000,
+        "learning_starts": 1000,
+        "gamma": 0.99,
+        "target_update_interval": 100,
+        "train_freq": 1,
+        "gradient_steps": 1,
+        "exploration_fraction": 0.1,
+        "exploration_initial_eps": 0.01,
+        "exploration_final_eps": 0.01,
+        "max_grad_norm": 1e10,
+    }
+    assert dqn.algo.policy_kwargs == {"net_arch": [256, 256]}
+    assert (dqn.eval.every, dqn.eval.episodes) == (2000, 20)
+    p = dqn.prune
+    assert (p.distribution, p.update_every, p.drop_fraction, p.end_fraction, p.start_fraction) == (
+        "erk",
+        1000,
+        0.1,
+        0.75,
+        0.2,
+    )
+    assert dqn.name == "graesser2022_dqn_rigl_erk"
+    validate(dqn)
+    assert ppo.env.n_envs == 8 and ppo.train.timesteps == 100_000 and ppo.prune.levels == 13
+    validate(ppo)

@@ -93,8 +93,7 @@ def top_among(scores: torch.Tensor, candidates: torch.Tensor, n: int, largest: b
     n = min(n, index.numel())
     if n <= 0:
         return index[:0]
-    chosen = torch.topk(scores.flatten()[index].double(), n, largest=largest, sorted=False).indices
-    return index[chosen]
+    return index[torch.topk(scores.flatten()[index], n, largest=largest, sorted=False).indices]
 
 
 def drop_and_grow(
@@ -108,8 +107,9 @@ def drop_and_grow(
 
     ``n = floor(fraction * live)`` (RigL's count). Growth picks the largest ``grow_scores`` (RigL:
     ``|dense gradient|``) among the positions inactive after the drop, or uniformly random ones when
-    ``grow_scores`` is None (SET). Exact zero scores (units that got no gradient) are taken in a
-    random order, not by position. A dense layer is returned unchanged.
+    ``grow_scores`` is None (SET). Exact zero scores (units that got no gradient) rank below every
+    nonzero one and among themselves in a random order, not by position. A dense layer is returned
+    unchanged.
 
     :param keep: the layer's boolean mask.
     :param weight: its current weights (same shape).
@@ -125,15 +125,14 @@ def drop_and_grow(
         return keep.clone(), grown.view_as(keep)
     flat = keep.flatten().clone()
     flat[top_among(weight.abs(), keep, n, largest=False)] = False
+    free = (~flat).nonzero().squeeze(1)
+    noise = torch.rand(free.numel(), generator=generator)
     if grow_scores is None:
-        scores = torch.rand(flat.shape, generator=generator, dtype=torch.float64)
+        scores = noise
     else:
-        # Dead units give many exact-zero gradients: a subnormal random tie-break orders them at
-        # random instead of by position, and is far below the resolution of any nonzero score.
-        noise = torch.rand(flat.shape, generator=generator, dtype=torch.float64)
-        magnitude = grow_scores.detach().flatten().double().abs()
-        scores = magnitude + noise * torch.finfo(torch.float64).tiny
-    grown[top_among(scores, ~flat, n)] = True
+        magnitude = grow_scores.detach().flatten()[free].abs().float()
+        scores = torch.where(magnitude > 0, magnitude, -noise)
+    grown[free[torch.topk(scores, n, sorted=False).indices]] = True
     return (flat | grown).view_as(keep), grown.view_as(keep)
 
 
@@ -161,6 +160,8 @@ class DynamicSchedule:
     seed: int
     log: list[dict[str, Any]] = field(default_factory=list)
     grown: Mask = field(default_factory=dict)
+    # Target name -> online name of the network being updated (its structure never changes in a run).
+    twins: dict[str, str] | None = None
     last_period: int = field(default=0)
     generator: torch.Generator = field(init=False)
 
@@ -294,7 +295,9 @@ def apply_update(
     reset = {n: grown[n] | (old[n] & ~new[n]).to(params[n].device) for n in schedule.updated}
     for name, positions in grown.items():
         params[name].masked_fill_(positions, 0.0)
-    for target, online in online_twins(module).items():
+    if schedule.twins is None:
+        schedule.twins = online_twins(module)
+    for target, online in schedule.twins.items():
         if online in grown:
             params[target].masked_fill_(grown[online], 0.0)
     for optimizer in optimizers:

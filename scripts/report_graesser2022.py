@@ -1,0 +1,145 @@
+"""Tables behind docs/results/graesser2022.md, from a results root written by scripts/study_graesser2022.sh.
+
+    python scripts/report_graesser2022.py STUDY_ROOT [--out docs/results/graesser2022] [--min-seeds 5]
+
+Writes under ``--out``:
+- the standard report with Graesser et al.'s metric (``rl-tickets-report STUDY_ROOT --metric last10``):
+  one folder per experiment, and ``methods.md`` (every method at equal density, pairwise verdicts);
+- ``findings.md``: per algorithm and density, each method's mean ± sd of the metric (last 10% of
+  evaluations) and of the final return, then Graesser et al.'s four findings checked on our runs, point by
+  point, each with its paired verdicts: is pruning (gradual) best? is RigL close to SET? does ERK beat
+  uniform? do sparse networks beat the small dense network?
+
+Reads finished levels only, so it also works on a study still running (cells then say n < 5).
+"""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from rl_tickets.report import main as report_main
+from rl_tickets.report.formatting import fmt_density, fmt_num, md_table
+from rl_tickets.report.loading import discover
+from rl_tickets.report.methods import DENSE, method_table, method_verdicts
+from rl_tickets.report.ranges import metric_bounds
+from rl_tickets.report.records import Experiment
+from rl_tickets.report.tables import ReportOptions
+
+METRIC = "last10"
+ORDER = ["ticket/global", "gradual/erk", "static/erk", "set/erk", "rigl/erk", "set/uniform", "small_dense"]
+SPARSE = ["static/erk", "set/erk", "rigl/erk", "gradual/erk", "ticket/global"]
+# Graesser et al. 2022's findings and the pairs (row, column) of our runs that test each.
+FINDINGS = [
+    (
+        "Pruning (gradual magnitude pruning) is usually best",
+        [("gradual/erk", m) for m in ORDER if m != "gradual/erk"],
+    ),
+    ("RigL performs close to SET", [("rigl/erk", "set/erk")]),
+    ("ERK beats uniform per-layer density", [("set/erk", "set/uniform")]),
+    (
+        "At high sparsity, sparse networks beat a parameter-matched small dense one",
+        [(m, "small_dense") for m in SPARSE],
+    ),
+]
+
+
+def algo_of(experiments: list[Experiment]) -> dict[str, str]:
+    """Dense-run group -> ``algo on env`` label."""
+    out = {}
+    for exp in experiments:
+        dense = exp.meta.get("dense_dir")
+        if dense:
+            config = exp.meta.get("config") or {}
+            out[Path(str(dense)).parent.name] = (
+                f"{exp.meta.get('algo')} on {(config.get('env') or {}).get('id')}"
+            )
+    return out
+
+
+def verdict_text(verdicts: pd.DataFrame, group: str, density: float, a: str, b: str) -> str:
+    """The verdict of ``a`` against ``b`` at one density (read from either side of the stored pair)."""
+    at = verdicts[(verdicts["group"] == group) & np.isclose(verdicts["density"], density)]
+    hit = at[(at["method"] == a) & (at["comparison"] == b)]
+    sign = 1.0
+    if hit.empty:
+        hit, sign = at[(at["method"] == b) & (at["comparison"] == a)], -1.0
+    if hit.empty:
+        return "–"
+    row = hit.iloc[0]
+    verdict = (
+        {"better": "worse", "worse": "better"}.get(row["verdict"], row["verdict"])
+        if sign < 0
+        else row["verdict"]
+    )
+    return f"{verdict} ({fmt_num(sign * row['diff_mean'], True)}, n={row['n']})"
+
+
+def findings_markdown(experiments: list[Experiment], options: ReportOptions) -> str:
+    """``findings.md``: method tables per algorithm and density, then the four findings."""
+    table = method_table(experiments, METRIC)
+    final = method_table(experiments, "final")
+    bounds = metric_bounds(experiments[0].meta) if experiments else None
+    verdicts = method_verdicts(table, options, bounds)
+    labels = algo_of(experiments)
+    out = [
+        "# Graesser et al. 2022 on our runs\n",
+        f"Metric: mean return over the last 10% of evaluations (`--metric {METRIC}`), mean ± sd over seeds; "
+        "the final return beside it. Verdicts: paired by seed, as in `methods.md`.\n",
+    ]
+    for group, in_group in table.groupby("group", sort=True):
+        out.append(f"## {labels.get(group, group)}\n")
+        dense = in_group[in_group["method"] == DENSE]["value"]
+        out.append(f"dense: {fmt_num(dense.mean())} ± {fmt_num(dense.std())} (n={len(dense)})\n")
+        densities = sorted(in_group.loc[in_group["method"] != DENSE, "density"].unique(), reverse=True)
+        methods = [m for m in ORDER if m in set(in_group["method"])]
+        methods += sorted(set(in_group["method"]) - set(methods) - {DENSE})
+        rows = []
+        for m in methods:
+            row = [m]
+            for d in densities:
+                cell = in_group[(in_group["method"] == m) & np.isclose(in_group["density"], d)]["value"]
+                fin = final[
+                    (final["group"] == group) & (final["method"] == m) & np.isclose(final["density"], d)
+                ]
+                row.append(
+                    f"{fmt_num(cell.mean())} ± {fmt_num(cell.std())} (final {fmt_num(fin['value'].mean())}, n={len(cell)})"
+                    if len(cell)
+                    else "–"
+                )
+            rows.append(row)
+        out.append(md_table(["method", *(f"density {fmt_density(d)}" for d in densities)], rows))
+        for claim, pairs in FINDINGS:
+            out.append(f"### {claim}\n")
+            rows = [
+                [f"{a} vs {b}", *(verdict_text(verdicts, group, d, a, b) for d in densities)]
+                for a, b in pairs
+                if {a, b} <= set(in_group["method"])
+            ]
+            out.append(
+                md_table(["pair", *(fmt_density(d) for d in densities)], rows) if rows else "no runs yet\n"
+            )
+    return "\n".join(out)
+
+
+def main() -> None:
+    """Write the standard report and findings.md."""
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("root", type=Path)
+    parser.add_argument("--out", type=Path, default=Path("docs/results/graesser2022"))
+    parser.add_argument("--min-seeds", type=int, default=5)
+    args = parser.parse_args()
+    report_main(
+        [str(args.root), "--out", str(args.out), "--metric", METRIC, "--min-seeds", str(args.min_seeds)]
+    )
+    experiments = discover(args.root)
+    options = ReportOptions(min_seeds=args.min_seeds, metric=METRIC)
+    (args.out / "findings.md").write_text(findings_markdown(experiments, options))
+    print(f"report_graesser2022: wrote {args.out / 'findings.md'}")
+
+
+if __name__ == "__main__":
+    main()
