@@ -33,7 +33,7 @@ CHOICES: dict[str, tuple[str, ...]] = {
         "supermask",
         "random_supermask",
     ),
-    "supermask.weights": ("init", "shared"),
+    "supermask.weights": ("init", "signed_constant", "shared", "resampled"),
     "supermask.signs": ("ticket", "random"),
     "stability.of": ("rl", "supervised"),
     "stability.masks": ("k0", "per_k"),
@@ -172,11 +172,13 @@ class EvalConfig:
 
 @dataclass
 class SupermaskConfig:
-    """Untrained evaluation of masks (the ``supermask`` and ``random_supermask`` controls)."""
+    """Untrained evaluation of masks (the ``supermask`` and ``random_supermask`` controls): the weight
+    rule (rl_tickets/sparsity/supermask.py), draws and signs of ``resampled``, the values of ``shared``."""
 
     samples: int = 10
     weights: str = "init"
     signs: str = "ticket"
+    shared_values: list[float] = field(default_factory=lambda: [-2.0, -1.0, -0.5, 0.5, 1.0, 2.0])
 
 
 @dataclass
@@ -355,6 +357,10 @@ def validate(cfg: Config) -> None:
         raise ConfigError(f"retrain.finetune_lr={cfg.retrain.finetune_lr} must be > 0")
     if cfg.supermask.samples <= 0:
         raise ConfigError(f"supermask.samples={cfg.supermask.samples} must be > 0 (weight draws per level)")
+    if not cfg.supermask.shared_values:
+        raise ConfigError("supermask.shared_values=[] must hold at least one value (the shared weights w)")
+    if not all(abs(float(w)) < float("inf") for w in cfg.supermask.shared_values):  # NaN fails too
+        raise ConfigError(f"supermask.shared_values={cfg.supermask.shared_values} must be finite numbers")
     if cfg.eval.episodes <= 0:
         raise ConfigError(f"eval.episodes={cfg.eval.episodes} must be > 0")
     if cfg.eval.every < 0:

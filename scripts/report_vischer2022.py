@@ -15,7 +15,14 @@ Writes under ``--out``:
 - ``scope.md``/``.csv``: global against layer-wise pruning on the default job (seeds both arms share),
   per level: density, return mean ± sd, and the per-layer density of the action and value heads;
 - ``inputs.md``: per level, how many seeds keep each CartPole observation dimension connected in the
-  ticket (any surviving outgoing weight in the first layer of the actor or the critic).
+  ticket (any surviving outgoing weight in the first layer of the actor or the critic);
+- ``supermask.md``: the untrained masks under each of the four weight rules of ``supermask.weights``,
+  from ``supermask_rules.csv`` (written by ``--collect-supermask``, once per rule, by
+  scripts/study_vischer2022.sh): per rule and level, supermask and random_supermask (mean ± sd over
+  seeds of each seed's mean over the rule's evaluations; for ``shared`` also the best w), and the
+  paired verdict on supermask - random_supermask.
+
+    python scripts/report_vischer2022.py STUDY_ROOT --collect-supermask OUT/supermask_rules.csv
 
 Reads levels from each level's metrics.json and mask.pt, so it also works on a study still running.
 """
@@ -32,6 +39,8 @@ import torch
 from rl_tickets.report import main as report_main
 from rl_tickets.report.formatting import fmt_density, md_table
 from rl_tickets.report.metrics import DEFAULT_METRIC, METRICS, RL_CURVE_COLUMN, level_metric
+from rl_tickets.report.verdicts import paired_verdict
+from rl_tickets.sparsity.supermask import recorded_settings
 
 GLOBAL = "vischer2022_cartpole"
 LAYER = "scope_layer_cartpole"
@@ -162,13 +171,95 @@ def inputs_markdown(df: pd.DataFrame, names: list[str]) -> str:
     return md_table(["level", "density", *names], rows)
 
 
+SUPERMASKS = ("supermask", "random_supermask")
+RULES = ("init", "signed_constant", "shared", "resampled")
+RULE_KEY = ["seed", "level", "variant", "rule"]
+
+
+def supermask_rows(root: Path) -> pd.DataFrame:
+    """The finished untrained levels of the study's chains, labelled with the rule they were evaluated under."""
+    rows = []
+    for seed, chain in chains_named(root, GLOBAL).items():
+        for directory in sorted(chain.glob("level_*/*")):
+            if directory.name not in SUPERMASKS or not (directory / "COMPLETE").exists():
+                continue
+            metrics = json.loads((directory / "metrics.json").read_text())
+            settings = recorded_settings(metrics["extra"]["supermask"])
+            rows.append(
+                {
+                    "seed": seed,
+                    "level": metrics["level"],
+                    "variant": metrics["variant"],
+                    "rule": settings["weights"],
+                    "density": metrics["density"],
+                    "return": metrics["eval_return_mean"],
+                    "best": metrics["eval_return_max"],
+                    "evaluations": len(metrics["extra"]["draws"]),
+                }
+            )
+    return pd.DataFrame(rows)
+
+
+def collect_supermask(root: Path, csv_path: Path) -> None:
+    """Add the study's current supermask rows to ``csv_path`` (rows of the same seed, level, variant and
+    rule are replaced), so that the four rules, evaluated one after another, end up side by side."""
+    new = supermask_rows(root)
+    if csv_path.exists():
+        old = pd.read_csv(csv_path)
+        keep = ~old.set_index(RULE_KEY).index.isin(new.set_index(RULE_KEY).index)
+        new = pd.concat([old[keep], new], ignore_index=True)
+    csv_path.parent.mkdir(parents=True, exist_ok=True)
+    new.sort_values(["rule", "level", "variant", "seed"]).to_csv(csv_path, index=False)
+    print(f"report_vischer2022: {len(new)} supermask rows in {csv_path}")
+
+
+def supermask_markdown(df: pd.DataFrame) -> str:
+    """Per rule and level: supermask and random_supermask over seeds, and their paired verdict."""
+    parts = []
+    for rule in [r for r in RULES if r in set(df["rule"])]:
+        at = df[df["rule"] == rule]
+        best = rule == "shared"
+        rows = []
+        for level, group in at.groupby("level"):
+            wide = group.pivot_table(index="seed", columns="variant", values=["return", "best"])
+            if not all(("return", v) in wide.columns for v in SUPERMASKS):
+                continue
+            ticket, random = wide[("return", "supermask")], wide[("return", "random_supermask")]
+            result = paired_verdict(ticket.to_numpy(), random.to_numpy(), question="beats")
+            cells = [level, fmt_density(group["density"].mean()), mean_sd(ticket), mean_sd(random)]
+            if best:
+                cells += [mean_sd(wide[("best", "supermask")]), mean_sd(wide[("best", "random_supermask")])]
+            cells += [f"{ticket.mean() - random.mean():+.3g}", f"{result.verdict} (p = {result.p_value:.2g})"]
+            rows.append(cells)
+        headers = ["level", "density", "supermask", "random_supermask"]
+        if best:
+            headers += ["supermask: best w", "random_supermask: best w"]
+        headers += ["difference", "paired verdict"]
+        evaluations = int(at["evaluations"].max())
+        parts.append(
+            f"## `supermask.weights={rule}` ({evaluations} evaluation(s) per level)\n\n"
+            + md_table(headers, rows)
+        )
+    return "\n\n".join(parts) + "\n"
+
+
 def main() -> None:
     """Write every table."""
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("root", type=Path)
     parser.add_argument("--out", type=Path, default=Path("docs/results/vischer2022"))
     parser.add_argument("--metric", choices=METRICS, default=DEFAULT_METRIC)
+    parser.add_argument(
+        "--collect-supermask",
+        type=Path,
+        default=None,
+        metavar="CSV",
+        help="only add the supermask rows to CSV",
+    )
     args = parser.parse_args()
+    if args.collect_supermask is not None:
+        collect_supermask(args.root, args.collect_supermask)
+        return
     if args.metric != DEFAULT_METRIC:
         args.out = args.out / args.metric
     args.out.mkdir(parents=True, exist_ok=True)
@@ -194,6 +285,13 @@ def main() -> None:
         "# Observation dimensions still connected in the ticket (seeds keeping any first-layer weight)\n\n"
         + inputs_markdown(global_df, names)
     )
+    rules = args.out / "supermask_rules.csv"
+    if args.metric == DEFAULT_METRIC and rules.exists():
+        (args.out / "supermask.md").write_text(
+            "# The untrained masks under each weight rule (mean ± sd (n seeds) of each seed's mean over the "
+            "rule's evaluations; paired verdict on supermask − random_supermask, two-sided t-test, alpha 0.05)\n\n"
+            + supermask_markdown(pd.read_csv(rules))
+        )
     print(f"report_vischer2022: wrote {args.out}")
 
 

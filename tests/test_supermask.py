@@ -1,4 +1,4 @@
-"""Supermask controls: masks evaluated under fresh weight draws, never trained."""
+"""Supermask controls: masks evaluated under a weight rule (init, signed_constant, shared, resampled), never trained."""
 
 from __future__ import annotations
 
@@ -8,8 +8,10 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
+import gymnasium as gym
 import pytest
 import torch
+from stable_baselines3 import PPO as SB3PPO
 from tiny import tiny_config
 
 from rl_tickets.chain.runner import Runner
@@ -18,7 +20,14 @@ from rl_tickets.config import Config, ConfigError, PruneConfig, RewindConfig, Su
 from rl_tickets.level import CurveSink, LevelOutcome, LevelPlan
 from rl_tickets.rl.trainer import SB3Trainer
 from rl_tickets.sparsity.masks import load_mask
-from rl_tickets.sparsity.supermask import SHARED_MAGNITUDES, DrawSpec, draw_params, signs_of
+from rl_tickets.sparsity.supermask import (
+    SHARED_VALUES,
+    DrawSpec,
+    draw_params,
+    recorded_settings,
+    relevant,
+    signs_of,
+)
 
 PPO = {"n_steps": 64, "batch_size": 64, "n_epochs": 1}
 SAMPLES = 3
@@ -81,13 +90,56 @@ def test_adding_supermask_controls_to_a_finished_chain_trains_nothing(chain: tup
     assert table["ticket"]["eval_return_max"] == ""  # trained rows have no draws
 
 
-def test_draws_are_recorded_differ_and_reproduce_from_their_seeds(chain: tuple) -> None:
+def plain_return(checkpoint: Path, mask: dict[str, torch.Tensor], episodes: int, eval_seed: int) -> float:
+    """The masked initial policy evaluated by hand: SB3's own load, weights multiplied by the mask, and
+    deterministic CartPole episodes reset with ``eval_seed + i`` (the evaluation env's seeds)."""
+    model = SB3PPO.load(checkpoint, device="cpu")
+    named = dict(model.policy.named_parameters())
+    with torch.no_grad():
+        for name, keep in mask.items():
+            named[name].mul_(keep)
+    returns = []
+    for i in range(episodes):
+        env = gym.make("CartPole-v1")
+        obs, _ = env.reset(seed=eval_seed + i)
+        total, done = 0.0, False
+        while not done:
+            action, _ = model.predict(obs, deterministic=True)
+            obs, reward, terminated, truncated, _ = env.step(action)
+            total, done = total + float(reward), terminated or truncated
+        returns.append(total)
+        env.close()
+    return sum(returns) / len(returns)
+
+
+def test_init_evaluates_the_mask_on_the_tickets_own_initial_weights(chain: tuple) -> None:
     cfg, trainer, directory = chain
+    start = ChainPaths.of(cfg).level(0, "ticket") / "init.zip"
+    initial = trainer.inner.load_params(start)
+    for variant in ("supermask", "random_supermask"):
+        level = directory / "level_01" / variant
+        record = json.loads((level / "metrics.json").read_text())
+        assert record["extra"]["supermask"]["weights"] == "init"
+        (draw,) = record["extra"]["draws"]  # one deterministic evaluation, no draws
+        mask = load_mask(level / "mask.pt")
+        params = draw_params(DrawSpec("init"), 0, mask, initial)
+        assert all(torch.equal(params[n], initial[n]) for n in initial)  # exactly the ticket's own weights
+        expected = plain_return(start, mask, cfg.eval.episodes, trainer.inner.eval_seed)
+        assert draw["eval_return_mean"] == record["eval_return_mean"] == expected
+        assert record["eval_return_std"] == 0.0 and record["eval_return_max"] == expected
+
+
+def test_resampled_draws_are_recorded_differ_and_reproduce_from_their_seeds(chain: tuple) -> None:
+    cfg, _, directory = chain
+    cfg = replace(cfg, supermask=SupermaskConfig(samples=SAMPLES, weights="resampled"))
+    trainer = trainer_for(cfg)
+    Runner(cfg, trainer).run()
+    assert trainer.trained == []
     level = directory / "level_01"
     record = json.loads((level / "supermask" / "metrics.json").read_text())
     draws = record["extra"]["draws"]
     assert len(draws) == SAMPLES and len({d["seed"] for d in draws}) == SAMPLES
-    assert record["extra"]["supermask"] == {"samples": SAMPLES, "weights": "init", "signs": "ticket"}
+    assert record["extra"]["supermask"]["weights"] == "resampled"
     values = [d["eval_return_mean"] for d in draws]
     assert record["eval_return_mean"] == pytest.approx(sum(values) / SAMPLES)
     assert record["eval_return_max"] == max(values)
@@ -101,9 +153,10 @@ def test_draws_are_recorded_differ_and_reproduce_from_their_seeds(chain: tuple) 
     start = ChainPaths.of(cfg).level(0, "ticket") / "init.zip"
     params = trainer.inner.load_params(start)
     fresh = [trainer.inner.fresh_params(d["seed"]) for d in draws]
-    first = draw_params(DrawSpec(), 0, mask, params, fresh[0])
+    spec = DrawSpec("resampled")
+    first = draw_params(spec, 0, mask, params, fresh[0])
     assert trainer.inner.evaluate_params(first, mask, start) == draws[0]["eval_return_mean"]
-    second = draw_params(DrawSpec(), 1, mask, params, fresh[1])
+    second = draw_params(spec, 1, mask, params, fresh[1])
     assert any(not torch.equal(first[n], second[n]) for n in mask)
 
 
@@ -115,14 +168,32 @@ def test_random_supermask_keeps_the_tickets_per_layer_counts(chain: tuple) -> No
     assert any(not torch.equal(ticket[n], random[n]) for n in ticket)
 
 
-def test_changed_settings_evaluate_again_without_training(chain: tuple) -> None:
+def test_shared_reports_the_mean_and_the_best_over_w_and_only_relevant_changes_evaluate_again(
+    chain: tuple,
+) -> None:
     cfg, _, directory = chain
-    cfg = replace(cfg, supermask=SupermaskConfig(samples=2, weights="shared"))
+    values = [-1.0, 0.5, 2.0]
+    cfg = replace(cfg, supermask=SupermaskConfig(weights="shared", shared_values=values))
     trainer = trainer_for(cfg)
     Runner(cfg, trainer).run()
     assert trainer.trained == []
-    record = json.loads((directory / "level_01" / "supermask" / "metrics.json").read_text())
-    assert record["extra"]["supermask"]["weights"] == "shared" and len(record["extra"]["draws"]) == 2
+    path = directory / "level_01" / "supermask" / "metrics.json"
+    record = json.loads(path.read_text())
+    draws = record["extra"]["draws"]
+    assert [d["w"] for d in draws] == values and all(d["weights"] == "shared" for d in draws)
+    returns = [d["eval_return_mean"] for d in draws]
+    assert record["eval_return_mean"] == pytest.approx(sum(returns) / 3) and record["eval_return_max"] == max(
+        returns
+    )
+    # supermask.samples means nothing to shared: nothing is evaluated again.
+    before = path.stat().st_mtime_ns
+    Runner(replace(cfg, supermask=replace(cfg.supermask, samples=7)), trainer_for(cfg)).run()
+    assert path.stat().st_mtime_ns == before
+    # Back to the default rule: evaluated again, still without training.
+    cfg = replace(cfg, supermask=SupermaskConfig())
+    trainer = trainer_for(cfg)
+    Runner(cfg, trainer).run()
+    assert trainer.trained == [] and json.loads(path.read_text())["extra"]["supermask"]["weights"] == "init"
 
 
 def _toy() -> tuple[dict[str, torch.Tensor], dict[str, torch.Tensor], dict[str, torch.Tensor]]:
@@ -134,34 +205,76 @@ def _toy() -> tuple[dict[str, torch.Tensor], dict[str, torch.Tensor], dict[str, 
     return mask, start, fresh
 
 
-@pytest.mark.parametrize("draw", [0, 1, 2, 4])
-def test_shared_gives_every_surviving_weight_one_magnitude_with_the_tickets_signs(draw: int) -> None:
-    mask, start, fresh = _toy()
-    params = draw_params(DrawSpec(weights="shared"), draw, mask, start, fresh)
-    kept = params["l.weight"][mask["l.weight"]]
-    assert torch.all(kept.abs() == SHARED_MAGNITUDES[draw % len(SHARED_MAGNITUDES)])
-    assert torch.equal(torch.sign(params["l.weight"]), signs_of(start["l.weight"]))
+def test_init_is_the_starting_weights_and_biases_unchanged() -> None:
+    mask, start, _ = _toy()
+    params = draw_params(DrawSpec("init"), 0, mask, start)
+    assert all(torch.equal(params[n], start[n]) for n in start)
+
+
+def test_signed_constant_is_the_start_sign_times_the_layers_initial_std() -> None:
+    mask, start, _ = _toy()
+    params = draw_params(DrawSpec("signed_constant"), 0, mask, start)
+    std = float(start["l.weight"].std())
+    assert torch.equal(params["l.weight"].abs(), torch.full((6, 5), std))
+    assert torch.equal(torch.sign(params["l.weight"]), torch.sign(start["l.weight"]))
+    assert torch.equal(params["l.bias"], start["l.bias"])  # biases as initialised
+
+
+@pytest.mark.parametrize("draw", range(len(SHARED_VALUES)))
+def test_shared_sets_every_weight_to_one_value_without_signs_and_biases_to_zero(draw: int) -> None:
+    mask, start, _ = _toy()
+    params = draw_params(DrawSpec("shared"), draw, mask, start)
+    assert SHARED_VALUES == (-2.0, -1.0, -0.5, 0.5, 1.0, 2.0)  # Gaier & Ha 2019's values
+    assert torch.equal(params["l.weight"], torch.full((6, 5), SHARED_VALUES[draw]))  # the sign is w's own
     assert torch.equal(params["l.bias"], torch.zeros(6))
 
 
-def test_init_draws_keep_ticket_signs_or_their_own() -> None:
+def test_resampled_draws_keep_ticket_signs_or_their_own() -> None:
     mask, start, fresh = _toy()
-    ticket = draw_params(DrawSpec(signs="ticket"), 0, mask, start, fresh)
+    ticket = draw_params(DrawSpec("resampled", signs="ticket"), 0, mask, start, fresh)
     assert torch.equal(ticket["l.weight"].abs(), fresh["l.weight"].abs())
     assert torch.equal(torch.sign(ticket["l.weight"]), signs_of(start["l.weight"]))
-    assert torch.equal(ticket["l.bias"], fresh["l.bias"])  # biases as the policy initialises them
-    own = draw_params(DrawSpec(signs="random"), 0, mask, start, fresh)
+    assert torch.equal(ticket["l.bias"], fresh["l.bias"])  # biases as the fresh network's
+    own = draw_params(DrawSpec("resampled", signs="random"), 0, mask, start, fresh)
     assert torch.equal(own["l.weight"], fresh["l.weight"])
+
+
+OLD_INIT = {"samples": 10, "weights": "init", "signs": "ticket"}  # metrics.json before engine version 2
+
+
+@pytest.mark.parametrize(
+    "now,stale",
+    [
+        (
+            {"samples": 10, "weights": "resampled", "signs": "ticket", "shared_values": list(SHARED_VALUES)},
+            False,
+        ),
+        (
+            {"samples": 5, "weights": "resampled", "signs": "ticket", "shared_values": list(SHARED_VALUES)},
+            True,
+        ),
+        ({"samples": 10, "weights": "init", "signs": "ticket", "shared_values": list(SHARED_VALUES)}, True),
+    ],
+)
+def test_a_level_recorded_with_the_old_init_reads_as_resampled(now: dict[str, Any], stale: bool) -> None:
+    assert recorded_settings(OLD_INIT)["weights"] == "resampled"
+    assert (relevant(recorded_settings(OLD_INIT)) != relevant(now)) == stale
+    # The old shared (one magnitude with per-connection signs) is no rule of today's: always evaluated again.
+    old_shared = {**OLD_INIT, "weights": "shared"}
+    assert relevant(recorded_settings(old_shared)) != relevant({**now, "weights": "shared"})
 
 
 def test_bad_supermask_settings_are_one_line(tmp_path: Path) -> None:
     cfg = make_cfg(tmp_path)
     with pytest.raises(
-        ConfigError, match=r"supermask.weights='random' is not valid; choose one of: init, shared"
+        ConfigError,
+        match=r"supermask.weights='random' is not valid; choose one of: init, signed_constant, shared, resampled",
     ):
         validate(replace(cfg, supermask=SupermaskConfig(weights="random")))
     with pytest.raises(ConfigError, match=r"supermask.samples=0 must be > 0"):
         validate(replace(cfg, supermask=SupermaskConfig(samples=0)))
+    with pytest.raises(ConfigError, match=r"supermask.shared_values=\[\] must hold at least one value"):
+        validate(replace(cfg, supermask=SupermaskConfig(shared_values=[])))
 
 
 def test_report_shows_untrained_rows_and_their_own_verdict(tmp_path: Path) -> None:

@@ -1,7 +1,9 @@
-"""Untrained kinds of level: masks evaluated on drawn weights, never trained (supermask controls).
+"""Untrained kinds of level: masks evaluated under a weight rule, never trained (supermask controls).
 
-The draw settings are recorded in metrics.json; a finished level drawn with other settings is
-evaluated again (nothing trained is lost, and it costs only evaluation).
+The rule's settings are recorded in metrics.json; a finished level evaluated under another rule, or
+with other settings of its rule, is evaluated again (nothing trained is lost, and it costs only
+evaluation). Levels recorded before engine version 2 are read in today's names
+(:func:`rl_tickets.sparsity.supermask.recorded_settings`: their ``init`` is today's ``resampled``).
 """
 
 from __future__ import annotations
@@ -19,12 +21,30 @@ from rl_tickets.level import LevelOutcome, LevelPlan
 from rl_tickets.seeds import seed_for
 from rl_tickets.sparsity.controls import random_mask_like
 from rl_tickets.sparsity.masks import save_mask
-from rl_tickets.sparsity.supermask import SUPERMASK_CONTROLS, DrawSpec, draw_params, draw_summary
+from rl_tickets.sparsity.supermask import (
+    SUPERMASK_CONTROLS,
+    DrawSpec,
+    draw_params,
+    draw_summary,
+    evaluations,
+    recorded_settings,
+    relevant,
+)
 from rl_tickets.timing import Stopwatch
 
 
+def draw_spec(chain: ChainContext) -> DrawSpec:
+    """The chain's supermask rule.
+
+    :param chain: the chain.
+    """
+    sm = chain.cfg.supermask
+    return DrawSpec(sm.weights, sm.signs, sm.samples, tuple(float(w) for w in sm.shared_values))
+
+
 def supermask_level(chain: ChainContext, level: int, variant: str) -> None:
-    """A supermask control: ``supermask.samples`` weight draws under a mask, evaluated, never trained.
+    """A supermask control: a mask under the weight rule's evaluations (one, or one per draw or
+    shared value), never trained.
 
     :param chain: the chain.
     :param level: level number (>= 1).
@@ -44,15 +64,18 @@ def supermask_level(chain: ChainContext, level: int, variant: str) -> None:
         if variant == "random_supermask":
             generator = torch.Generator().manual_seed(seed_for(cfg.seed, level, variant))
             mask = random_mask_like(ticket_mask, generator)
-        spec = DrawSpec(cfg.supermask.weights, cfg.supermask.signs)
+        spec = draw_spec(chain)
         draws = []
-        # Draw d has one seed for both variants, so supermask and random_supermask are paired draw by draw.
-        for draw in range(cfg.supermask.samples):
-            draw_seed = seed_for(cfg.seed, level, "supermask", draw)
-            params = draw_params(spec, draw, mask, start, trainer.fresh_params(draw_seed))
+        for entry in evaluations(spec):
+            fresh = None
+            if spec.weights == "resampled":
+                # Draw d has one seed for both variants: supermask and random_supermask pair draw by draw.
+                entry["seed"] = seed_for(cfg.seed, level, "supermask", entry["draw"])
+                fresh = trainer.fresh_params(entry["seed"])
+            params = draw_params(spec, entry["draw"], mask, start, fresh)
             with watch.section("eval"):
                 value = trainer.evaluate_params(params, mask, start_checkpoint)
-            draws.append({"draw": draw, "seed": draw_seed, trainer.metric: value})
+            draws.append({**entry, "weights": spec.weights, trainer.metric: value})
     summary = draw_summary([d[trainer.metric] for d in draws])
     outcome = LevelOutcome(
         metrics=trainer.untrained_row(summary["mean"], summary["std"], summary["max"]),
@@ -68,13 +91,17 @@ def supermask_level(chain: ChainContext, level: int, variant: str) -> None:
 
 
 def is_stale(chain: ChainContext, level: int, variant: str) -> bool:
-    """Whether a finished untrained level was drawn with other settings than this config's.
+    """Whether a finished untrained level was evaluated under another rule, or other settings of its
+    rule, than this config's (settings the rule does not use do not count).
 
     :param chain: the chain.
     :param level: level number.
     :param variant: an untrained variant.
     """
-    return chain.metrics(level, variant)["extra"].get("supermask") != asdict(chain.cfg.supermask)
+    recorded = chain.metrics(level, variant)["extra"].get("supermask")
+    if not isinstance(recorded, dict):
+        return True
+    return relevant(recorded_settings(recorded)) != relevant(asdict(chain.cfg.supermask))
 
 
 # Untrained kinds of level: variant -> the function that evaluates and writes it.
