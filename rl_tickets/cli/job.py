@@ -10,6 +10,7 @@ import csv
 import logging
 import time
 from collections.abc import Sequence
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -205,7 +206,11 @@ def run_stability(cfg: Config, multirun: bool = False) -> Path:
         mirror = stability_mirror(cfg)
     status = 0
     try:
-        seed_dir = Analysis(cfg, trainer, lambda line: say(line, log), (mirror,) if mirror else ()).run()
+        # The copies evaluate only at their end (the path's ends): nothing reads their curves.
+        pairs = build_trainer(replace(learner, eval=replace(learner.eval, every=0)))
+        mirrors = (mirror,) if mirror is not None else ()
+        analysis = Analysis(cfg, trainer, lambda line: say(line, log), mirrors, pair_trainer=pairs)
+        seed_dir = analysis.run()
         write_figures(seed_dir.parent)  # across every seed finished so far
     except BaseException as error:
         status = exit_code(error)

@@ -15,8 +15,9 @@ experiment, under ``--out`` (default ``ROOT/report``):
   dimensions (Vischer et al. 2022's "minimal task representations"), mask overlap (Jaccard)
   across seeds and across levels, actor vs critic density;
 
-and ``index.md`` listing the experiments. Any chain may be incomplete: missing levels,
-controls, masks or files are skipped with a note, never an error.
+and ``index.md`` listing the experiments (and the instability analyses under ``ROOT/stability/``, each
+in ``stability-<learner>-<hash8>/``: :func:`rl_tickets.stability.figures.write_reports`). Any chain may
+be incomplete: missing levels, controls, masks or files are skipped with a note, never an error.
 """
 
 from __future__ import annotations
@@ -55,6 +56,7 @@ from rl_tickets.report.tables import (
     summary_table,
     verdict_table,
 )
+from rl_tickets.stability.figures import write_reports
 
 # Learning-curve figures per source (``learning_curves.csv`` holds both).
 CURVE_IMAGES = {"eval": "learning_curves.png", "train": "training_curves.png"}
@@ -254,7 +256,10 @@ def main(argv: list[str] | None = None) -> int:
     # IMP tickets, gradual pruning, sparse training and small_dense at equal density (shared dense runs).
     methods = write_methods(experiments, out, options, metric_label(experiments[0], args.metric))
     see_methods = "\nMethods at equal density: [methods.md](methods.md)\n" if methods else ""
-    (out / "index.md").write_text(index_markdown(entries, root) + aggregates_index(across) + see_methods)
+    stability = write_reports(root, out)  # instability analyses (task=stability), if any
+    (out / "index.md").write_text(
+        index_markdown(entries, root) + aggregates_index(across) + stability + see_methods
+    )
     extra = f" and {len(across)} cross-environment aggregate(s)" if across else ""
     print(f"rl-tickets-report: wrote {len(entries)} experiment(s){extra} to {out}")
     return 0

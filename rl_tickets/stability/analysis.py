@@ -76,6 +76,7 @@ class Analysis:
         announce: Announce | None = None,
         mirrors: tuple[CurveMirror, ...] = (),
         evaluator: PathEvaluator | None = None,
+        pair_trainer: Trainer | None = None,
     ) -> None:
         """Prepare the analysis; nothing is written until :meth:`run`.
 
@@ -84,13 +85,16 @@ class Analysis:
         :param announce: receives one progress line per finished pair and mask-chain level.
         :param mirrors: receive one W&B-style row per pair (``stability/*`` against ``global_step`` = k).
         :param evaluator: evaluates paths (default: the analysed task's).
+        :param pair_trainer: trains the copies (default: ``trainer``); the job gives one that evaluates only
+            at the end (``eval.every=0``): nothing reads a copy's curve, its final evaluation is the path's end.
         """
         self.cfg, self.trainer, self.learner = cfg, trainer, learner_config(cfg)
+        self.pair_trainer = pair_trainer or trainer
         self.paths = StabilityPaths.of(cfg)
         self.alphas = alphas(cfg.stability.alphas)
         self.announce = announce or (lambda line: None)
         self.mirrors = mirrors
-        self.evaluator = evaluator or EVALUATORS[self.learner.task](trainer)
+        self.evaluator = evaluator or EVALUATORS[self.learner.task](self.pair_trainer)
         self.verifier = Verifier()
         self.suffix = Path(trainer.checkpoint_name).suffix
         self.started = time.monotonic()
@@ -208,7 +212,7 @@ class Analysis:
                 restore_optimizer=self.cfg.rewind.optimizer == "restore",
                 restore_replay_buffer=self.cfg.rewind.replay_buffer == "restore",
             )
-            train_pair(self.trainer, spec, final, self.paths.dense)
+            train_pair(self.pair_trainer, spec, final, self.paths.dense)
         if trained and path_is_current(final, self.evaluator, self.alphas):
             return
         record = evaluate_path(final, self.evaluator, self.trainer.checkpoint_name, mask, self.alphas)

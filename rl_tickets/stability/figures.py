@@ -7,7 +7,8 @@
 - ``summary.csv``: per (level, k) the seeds, mean, sd, min and max of the instability and the share of
   seeds that are stable.
 
-Written by the analysis after each seed (from every seed found on disk) and by ``rl-tickets-report``.
+Written by the analysis after each seed (from every seed found on disk) and by ``rl-tickets-report``
+(:func:`write_reports`: one folder per analysis, linked from the report's index).
 Bare :class:`matplotlib.figure.Figure` objects (no pyplot), saved under a temporary name and renamed,
 so seeds finishing at once never leave a half-written figure.
 """
@@ -15,6 +16,7 @@ so seeds finishing at once never leave a half-written figure.
 from __future__ import annotations
 
 import os
+import re
 from pathlib import Path
 
 import matplotlib
@@ -22,7 +24,7 @@ import numpy as np
 import pandas as pd
 from matplotlib.figure import Figure
 
-from rl_tickets.stability.store import INSTABILITY_CSV, STABILITY_CSV, seed_dirs
+from rl_tickets.stability.store import DIRECTORY, INSTABILITY_CSV, STABILITY_CSV, read_json, seed_dirs
 
 SUMMARY_CSV = "summary.csv"
 FIGURES = ("path.png", "instability.png")
@@ -44,6 +46,8 @@ def summarise(instability: pd.DataFrame) -> pd.DataFrame:
 
     :param instability: every seed's instability.csv rows.
     """
+    if "barrier" not in instability:  # tables written before the barrier was recorded
+        instability = instability.assign(barrier=float("nan"))
     grouped = instability.groupby(["level", "k"], sort=True)
     out = grouped.agg(
         k_fraction=("k_fraction", "first"),
@@ -193,3 +197,37 @@ def summary_markdown(summary: pd.DataFrame, title: str) -> str:
         "",
     ]
     return "\n".join(lines)
+
+
+def analysis_title(analysis: Path) -> str:
+    """``ppo CartPole-v1`` or ``lenet_300_100 mnist5k``, from the analysis's identity.json.
+
+    :param analysis: ``ROOT/stability/<hash>``.
+    """
+    seeds = seed_dirs(analysis)
+    identity = read_json(seeds[0] / "identity.json") if seeds else None
+    if not identity:
+        return analysis.name
+    if identity.get("task") == "supervised":
+        return f"{identity.get('model.name', '?')} {identity.get('data.name', '?')}"
+    return f"{identity.get('algo.name', '?')} {identity.get('env.id', '?')}"
+
+
+def write_reports(root: Path, out: Path) -> str:
+    """The report's section for every analysis under ``ROOT/stability``: figures, summary.csv and
+    stability.md in ``<out>/stability-<title>-<hash8>/``; returns the lines for the report's index.
+
+    :param root: the results root.
+    :param out: the report's directory.
+    """
+    lines = []
+    for analysis in sorted(p for p in (root / DIRECTORY).glob("*") if p.is_dir()):
+        title = analysis_title(analysis)
+        folder = out / re.sub(r"[^A-Za-z0-9._-]+", "_", f"stability-{title}-{analysis.name[:8]}")
+        summary = write_figures(analysis, folder, f"instability analysis: {title}")
+        if summary.empty:
+            continue
+        (folder / "stability.md").write_text(summary_markdown(summary, f"Instability analysis: {title}"))
+        seeds = len(seed_dirs(analysis))
+        lines.append(f"- [{title}]({folder.name}/stability.md): {seeds} seed(s), `{analysis}`")
+    return "\n## Instability analyses\n\n" + "\n".join(lines) + "\n" if lines else ""

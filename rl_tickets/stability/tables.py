@@ -103,7 +103,7 @@ def pair_rows(
         "worst": worst,
         "worst_alpha": path["worst_alpha"],
         "instability": path["instability"],
-        "barrier": path["barrier"],
+        "barrier": path.get("barrier", float("nan")),  # absent from paths evaluated before it existed
         "dense_metric": dense_metric,
         "threshold": threshold,
         "stable": path["instability"] <= threshold,

@@ -1,0 +1,81 @@
+#!/usr/bin/env bash
+# The instability study of issue 23 (docs/results/stability.md): is an RL agent stable to the noise of
+# training from a rewind step k (Frankle et al. 2020), for the dense network and for IMP tickets, and do
+# tickets rewound to the k chosen from that evidence beat tickets rewound to k = 0?
+#
+#   1. task=stability for PPO on CartPole-v1 (the default job: zoo settings, 100,000 steps) and LeNet-300-100
+#      on mnist5k (experiment=lth_lenet_mnist5k, 3,000 iterations), seeds $SEEDS, rewind steps $GRID of the
+#      budget, levels $LEVELS (global 20% per level for PPO: 51.2%, 21.0%, 5.5%; LeNet layer-wise, hidden 20%
+#      and output 10% per level: 51.2%, 21.0%, 5.5% of the hidden weights). Each seed's analysis runs its own
+#      dense run and the k = 0 IMP chain up to the deepest level (its masks), then one pair per (k, level).
+#   2. The k = 0 arm is that chain; the chosen-k arm is the same chain with rewind.auto=true (each seed's k
+#      from its own analysis: the smallest k at which every analysed level is stable at the 5% threshold).
+#   3. rl-tickets-report ROOT: ticket-vs-dense verdicts per arm and the analyses' figures; seeds whose chosen
+#      k differ land in different chain hashes, so their verdicts are also pooled here into one experiment.
+#
+# Optional DQN on CartPole (zoo settings) with a trimmed grid and levels: DQN=1.
+# Cost and plan: docs/results/stability.md. Everything resumes: rerun the same command after an interrupt.
+#
+# Usage: bash scripts/study_stability.sh            (ROOT=results_stability SEEDS=0,1,2,3,4 JOBS=2)
+#        SEEDS=0 GRID='[0,0.05]' LEVELS='[0,3]' ROOT=/tmp/smoke bash scripts/study_stability.sh   (smoke)
+set -euo pipefail
+
+ROOT=${ROOT:-results_stability}
+SEEDS=${SEEDS:-0,1,2,3,4}
+GRID=${GRID:-[0,0.01,0.05,0.2]}
+LEVELS=${LEVELS:-[0,3,7,13]}
+DEEPEST=$(python -c "print(max($LEVELS))")
+JOBS=${JOBS:-2}
+LAUNCH=(--multirun "hydra/launcher=joblib" "hydra.launcher.n_jobs=$JOBS")
+STABILITY=("stability.steps=$GRID" "stability.levels=$LEVELS")
+
+run() {
+  echo "+ rl-tickets $*" >&2
+  /usr/bin/time -f "  wall %e s" rl-tickets "$@"
+}
+
+study() {  # study NAME TASK [overrides...]: analysis, k = 0 arm, chosen-k arm
+  local name=$1 of=$2
+  shift 2
+  run "${LAUNCH[@]}" "$@" task=stability "stability.of=$of" "${STABILITY[@]}" "seed=$SEEDS" "root=$ROOT" "name=$name"
+  run "${LAUNCH[@]}" "$@" "prune.levels=$DEEPEST" "seed=$SEEDS" "root=$ROOT" "name=${name}_k0"
+  run "${LAUNCH[@]}" "$@" "prune.levels=$DEEPEST" rewind.auto=true "${STABILITY[@]}" "seed=$SEEDS" "root=$ROOT" \
+    "name=${name}_auto_k"
+}
+
+study ppo_cartpole rl
+study lenet_mnist5k supervised experiment=lth_lenet_mnist5k 'controls=[]'
+if [[ "${DQN:-0}" == 1 ]]; then
+  GRID=${DQN_GRID:-[0,0.05,0.2]} LEVELS=${DQN_LEVELS:-[0,3,7]}
+  STABILITY=("stability.steps=$GRID" "stability.levels=$LEVELS")
+  DEEPEST=$(python -c "print(max($LEVELS))")
+  study dqn_cartpole rl algo=dqn
+fi
+
+rl-tickets-report "$ROOT"
+
+# Pool each chosen-k arm over its seeds (seeds that chose different k have different chain hashes, which
+# the report keeps apart) and write the report's tables and verdicts for the pooled experiment.
+python - "$ROOT" <<'EOF'
+import json
+import sys
+from pathlib import Path
+
+from rl_tickets.report.cli import write_experiment
+from rl_tickets.report.loading import discover
+from rl_tickets.report.records import Experiment
+from rl_tickets.report.tables import ReportOptions
+
+root = Path(sys.argv[1])
+arms: dict[str, list] = {}
+for exp in discover(root):
+    if exp.name.endswith("_auto_k"):
+        arms.setdefault(exp.name, []).extend(exp.chains)
+for name, chains in arms.items():
+    steps = {c.seed: json.loads((c.path / "rewind_choice.json").read_text())["rewind.step"] for c in chains}
+    print(f"{name}: rewind step per seed {steps}")
+    if len({c.chain_hash for c in chains}) > 1:
+        pooled = Experiment(label=f"{name}_pooled", name=name, chain_hash="pooled", chains=sorted(chains, key=lambda c: c.seed))
+        write_experiment(pooled, root / "report" / f"{name}_pooled", ReportOptions())
+        print(f"  pooled over {len(chains)} seeds: {root / 'report' / (name + '_pooled') / 'summary.md'}")
+EOF
