@@ -3,7 +3,8 @@
 Everything below this module takes plain typed objects; Hydra stays here. Every way a job can end
 early ends in one line on stderr: a user error (Hydra's own included) with exit status 2, an OS error
 the user can fix (disk full, read-only root) with 2, an interrupt (Ctrl-C, SIGTERM) with 130/143 and
-the command that resumes.
+the command that resumes, a run that stopped itself (a worker died twice, the chain's lock was lost)
+with 1, what is kept and the command that resumes.
 """
 
 from __future__ import annotations
@@ -21,12 +22,15 @@ from hydra.types import RunMode
 from omegaconf import DictConfig, OmegaConf
 from omegaconf.errors import OmegaConfBaseException
 
+from rl_tickets.chain.store import PublishRefused
+from rl_tickets.chain.workers import WorkerDied
 from rl_tickets.cli import command_line
+from rl_tickets.cli.applicability import given_keys
 from rl_tickets.cli.help import register_help_resolvers
 from rl_tickets.cli.job import run_job
 from rl_tickets.cli.objective import objective
 from rl_tickets.cli.preflight import unknown_keys
-from rl_tickets.cli.resume import interrupted_line
+from rl_tickets.cli.resume import interrupted_line, stopped_line
 from rl_tickets.cli.stops import Interrupted, exit_code, os_error_line, signal_name, sigterm_interrupts
 from rl_tickets.config import Config, ConfigError, register_schemas
 from rl_tickets.trainers import UserError
@@ -79,13 +83,18 @@ def app(composed: DictConfig) -> float:
     cfg: Config | None = None
     try:
         cfg = _config(composed)
-        chain = run_job(cfg, multirun=multirun, live=sys.stdout.isatty() and not multirun)
+        given = given_keys(HydraConfig.get().overrides.task)  # what the user set (not the defaults)
+        chain = run_job(cfg, multirun=multirun, live=sys.stdout.isatty() and not multirun, given=given)
         return objective(chain, cfg.objective, cfg.prune.levels)
     except (ConfigError, UserError) as error:
         _remove_hydra_dir(Path(composed.root))
         _fail(str(error))
     except OSError as error:
         _os_error(error)
+    except (WorkerDied, PublishRefused) as error:  # the run stopped itself: finished levels are kept
+        assert cfg is not None
+        print(stopped_line(cfg, str(error), sys.argv[1:]), file=sys.stderr)
+        sys.exit(1)
     except (KeyboardInterrupt, Interrupted) as error:
         if cfg is None:
             raise  # nothing started: main() says so

@@ -60,7 +60,6 @@ def resolved_end_fraction(prune: PruneConfig) -> float:
     return END_FRACTION.get(prune.schedule, DEFAULT_END_FRACTION)
 
 
-
 class ConfigError(ValueError):
     """A semantic configuration error a user can fix; its message is one line."""
 
@@ -242,6 +241,9 @@ class Config:
     # Local processes training a level's independent variants at once (not identity: results equal workers=1).
     workers: int = 1
     progress: bool = True
+    # Load VecNormalize statistics that an older rl_tickets wrote only as SB3's pickle (loading a pickle
+    # can run code: only for results folders you trust). Each is converted once to the pickle-free file.
+    trust_pickles: bool = False
     # What the job returns to Hydra (sweepers such as Optuna maximise it): the ticket's headline metric
     # at the deepest level ("deepest") or its mean over the pruned levels ("mean"). Not identity.
     objective: str = "deepest"
@@ -379,3 +381,4 @@ def validate(cfg: Config) -> None:
         raise ConfigError(f"workers={cfg.workers} must be >= 1 (local processes training variants at once)")
     if cfg.device not in ("auto", "cpu") and not cfg.device.startswith("cuda"):
         raise ConfigError(f"device={cfg.device!r} is not valid; choose auto, cpu, cuda or cuda:N")
+

@@ -86,7 +86,8 @@ def test_an_interrupt_ends_in_one_line_that_says_how_to_resume(
     chain = chain_dir(root)
     pattern = (
         rf"rl-tickets: interrupted \({signum.name}\) (during level (\d) (ticket|reinit)|before level (\d)); "
-        rf"levels? 0(\.\.\d)? kept in {re.escape(str(chain))}.*; resume with: rl-tickets root={re.escape(str(root))} "
+        rf"levels? 0(\.\.\d)?(; level \d [a-z, ]+)? kept in {re.escape(str(chain))}.*; "
+        rf"resume with: rl-tickets root={re.escape(str(root))} "
     )
     assert re.match(pattern, line), line
     assert [row["level"] for row in levels_without_time(chain / "levels.csv")][:1] == ["0"]
@@ -152,3 +153,23 @@ def test_sigkills_at_random_moments_lose_nothing(tmp_path: Path) -> None:
     mine, expected = masks(root), masks(reference)
     assert mine.keys() == expected.keys() and len(mine) == 5  # dense + 2 levels x (ticket, reinit)
     assert all(torch.equal(mine[k][n], expected[k][n]) for k in mine for n in mine[k])
+
+
+def test_the_interrupt_line_names_every_level_kept(tmp_path: Path) -> None:
+    """Level 1's ticket finished while its control was cut short: both the dense level and that ticket
+    are named as kept (not just "level 0")."""
+    from rl_tickets.chain.store import COMPLETE, ChainPaths
+    from rl_tickets.cli.resume import interrupted_line
+    from rl_tickets.config import Config
+
+    cfg = Config(root=str(tmp_path), controls=["reinit"])
+    paths = ChainPaths.of(cfg)
+    for level, variant in [(0, "ticket"), (1, "ticket")]:
+        paths.level(level, variant).mkdir(parents=True)
+        (paths.level(level, variant) / COMPLETE).write_text("")
+    paths.level(1, "reinit.partial").mkdir(parents=True)
+    line = interrupted_line(cfg, "SIGINT", ["root=x"])
+    assert line == (
+        f"rl-tickets: interrupted (SIGINT) during level 1 reinit; level 0; level 1 ticket kept in {paths.chain} "
+        "(the level in progress restarts); resume with: rl-tickets root=x"
+    )

@@ -8,6 +8,7 @@ import json
 import logging
 import shutil
 from pathlib import Path
+from typing import Any
 
 import pytest
 import torch
@@ -17,6 +18,7 @@ from tiny import levels_without_time
 from rl_tickets.chain.manifest import MARKER, REJECTED, problem, write_complete
 from rl_tickets.chain.runner import Runner
 from rl_tickets.chain.store import ChainPaths
+from rl_tickets.cli.resume import resuming_line
 from rl_tickets.config import ConfigError
 
 EVERYTHING = [(0, "ticket"), (1, "ticket"), (1, "reinit"), (2, "ticket"), (2, "reinit")]
@@ -192,3 +194,132 @@ def test_export_refuses_a_damaged_level(reference: Path, tmp_path: Path) -> None
     damage(level / "model.zip", "edit")
     with pytest.raises(ExportError, match="failed verification: model.zip changed"):
         read_level(level)
+
+
+def _recompute(directory: Path, paths: ChainPaths, level: int) -> None:
+    """Recompute a level's manifest after an edit (what someone crafting a folder would do)."""
+    write_complete(directory, paths.level(level - 1, "ticket") if level else None)
+
+
+def _garbage_model(directory: Path) -> None:
+    (directory / "model.zip").write_bytes(b"not a zip")
+    (directory / MARKER).write_text("")  # written before manifests: trusted as it is
+
+
+def _float_mask(directory: Path) -> None:
+    torch.save(
+        {n: m.float() for n, m in torch.load(directory / "mask.pt", weights_only=True).items()},
+        directory / "mask.pt",
+    )
+
+
+def _wrong_shape_mask(directory: Path) -> None:
+    mask = torch.load(directory / "mask.pt", weights_only=True)
+    name = next(iter(mask))
+    mask[name] = torch.ones(3, 3, dtype=torch.bool)
+    torch.save(mask, directory / "mask.pt")
+
+
+@pytest.mark.parametrize(
+    ("edit", "legacy", "reason"),
+    [
+        (_garbage_model, True, "model.zip: not a readable zip"),
+        (_float_mask, False, "mask.pt holds a torch.float32 mask for"),
+        (_wrong_shape_mask, False, "mask.pt has shape (3, 3) for"),
+    ],
+    ids=["legacy-model-not-a-zip", "mask-of-floats", "mask-of-other-shapes"],
+)
+def test_a_level_that_does_not_load_or_match_is_moved_aside_and_retrained(
+    reference: Path, tmp_path: Path, caplog: pytest.LogCaptureFixture, edit: Any, legacy: bool, reason: str
+) -> None:
+    """Never a stuck chain: a level whose files pass their manifest (recomputed, or a legacy empty one)
+    but do not load or do not fit the network is treated like a damaged one; the rerun after trusts all."""
+    shutil.copytree(reference, tmp_path, dirs_exist_ok=True)
+    cfg = tiny_cfg(tmp_path, levels=2, controls=["reinit"])
+    paths = ChainPaths.of(cfg)
+    level = paths.level(1, "ticket")
+    edit(level)
+    if not legacy:
+        _recompute(level, paths, 1)
+    seen: list[str | None] = []
+    rerun = spy(cfg)
+    with caplog.at_level(logging.WARNING, logger="rl_tickets.chain.manifest"):
+        Runner(cfg, rerun, on_verified=lambda: seen.append(resuming_line(cfg))).run()
+    assert rerun.calls == EVERYTHING[1:]
+    lines = [r.getMessage() for r in caplog.records if "failed verification" in r.getMessage()]
+    assert lines[0].startswith(f"rl-tickets: level 1 ticket failed verification: {reason}")
+    # Said after the damaged level was moved aside: where the run really resumes, not "all done".
+    assert seen == ["resuming at level 1 (level 0 done)"]
+    again = spy(cfg)
+    Runner(cfg, again).run()
+    assert again.calls == []
+
+
+def test_a_truncated_identity_is_one_line(reference: Path, tmp_path: Path) -> None:
+    shutil.copytree(reference, tmp_path, dirs_exist_ok=True)
+    cfg = tiny_cfg(tmp_path, levels=2, controls=["reinit"])
+    record = ChainPaths.of(cfg).chain / "identity.json"
+    record.write_text(record.read_text()[:20])
+    with pytest.raises(ConfigError) as refused:
+        Runner(cfg, spy(cfg)).run()
+    message = str(refused.value)
+    assert "\n" not in message and message.startswith(f"{record} is unreadable (")
+    assert "restore it, or move the directory away" in message
+
+
+def test_the_report_skips_every_level_built_on_a_retrained_one_and_a_damaged_dense_level(
+    reference: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from rl_tickets.report.loading import load_chain
+
+    shutil.copytree(reference, tmp_path, dirs_exist_ok=True)
+    paths = ChainPaths.of(tiny_cfg(tmp_path, levels=2, controls=["reinit"]))
+    # Level 1's ticket "retrained": a new manifest. Level 2's ticket was built from the old one (stale),
+    # and the controls at levels 1 and 2 from tickets that are not theirs any more.
+    metrics = paths.level(1, "ticket") / "metrics.json"
+    metrics.write_text(metrics.read_text() + " ")
+    _recompute(paths.level(1, "ticket"), paths, 1)
+    chain = load_chain(paths.chain)
+    assert chain is not None
+    kept = list(zip(chain.levels["level"], chain.levels["variant"]))
+    assert kept == [(0, "ticket"), (1, "ticket")]
+    notes = capsys.readouterr().err.splitlines()
+    assert any(
+        "skipping level 2 reinit" in n and "built on level 2 ticket, which was retrained" in n for n in notes
+    )
+    # A dense level whose model does not load (a legacy marker) is named and left out. (meta.json names
+    # the dense directory the reference run wrote: this copy's is the one to read.)
+    meta = json.loads((paths.chain / "meta.json").read_text())
+    (paths.chain / "meta.json").write_text(json.dumps({**meta, "dense_dir": str(paths.dense)}))
+    _garbage_model(paths.level(0, "ticket"))
+    load_chain(paths.chain)
+    assert any(
+        "skipping level 0 ticket" in n and "not a readable zip" in n
+        for n in capsys.readouterr().err.splitlines()
+    )
+
+
+def test_meta_records_each_run_and_never_claims_settings_levels_were_not_run_with(
+    reference: Path, tmp_path: Path
+) -> None:
+    """A rerun with eval.episodes=20 trains nothing: every level still says 1, meta.json says which run
+    used what, with the versions and machine of each."""
+    from dataclasses import replace
+
+    shutil.copytree(reference, tmp_path, dirs_exist_ok=True)
+    cfg = tiny_cfg(tmp_path, levels=2, controls=["reinit"])
+    later = replace(cfg, eval=replace(cfg.eval, episodes=20))
+    Runner(later, spy(later)).run()
+    paths = ChainPaths.of(cfg)
+    meta = json.loads((paths.chain / "meta.json").read_text())
+    assert (
+        "eval" not in meta["config"] and "workers" not in meta["config"] and "controls" not in meta["config"]
+    )
+    assert [run["settings"]["eval"]["episodes"] for run in meta["runs"]] == [1, 20]
+    assert all(run["settings"]["controls"] == ["reinit"] for run in meta["runs"])
+    newest = meta["runs"][-1]
+    assert set(newest["versions"]) == {"rl_tickets", "torch", "stable_baselines3", "gymnasium", "numpy"}
+    assert newest["versions"]["torch"] == torch.__version__ and newest["python"] and newest["cpu"]
+    for level, variant in EVERYTHING:
+        record = json.loads((paths.level(level, variant) / "metrics.json").read_text())
+        assert record["eval"]["episodes"] == 1 and record["extra"]["eval_episodes"] == 1

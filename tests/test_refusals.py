@@ -23,9 +23,10 @@ BAD = [
     (["seed=-1"], "seed=-1 must lie in [0, 2147483647]"),
     (["env.n_envs=0"], "env.n_envs=0 must be >= 1"),
     (["threads=-1"], "threads=-1 must be >= 0"),
+    (["algo.hyperparams.n_steps=0"], "algo.hyperparams.n_steps=0 must lie in [1, 1e7]"),
     (
-        ["algo.hyperparams.n_steps=0"],
-        "algo=ppo cannot be built with algo.hyperparams.n_steps=0, env.n_envs=8",
+        ["algo.hyperparams.n_steps=1", "env.n_envs=1"],
+        "algo=ppo cannot be built with algo.hyperparams.n_steps=1, env.n_envs=1",
     ),
     (["algo.hyperparams.batch_size=1"], "algo=ppo cannot be built with algo.hyperparams.batch_size=1"),
     (["algo.hyperparams.learning_rate=nan"], "algo.hyperparams.learning_rate=nan must be a finite number"),

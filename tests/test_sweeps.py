@@ -53,6 +53,7 @@ def test_multirun_completes_and_resumes(tmp_path: Path, launcher: str, seeds: st
         assert len((chain / "levels.csv").read_text().splitlines()) == 3  # header, level 0, level 1
     # The sweep ends with one per-variant summary over its seeds (printed, and as CSV in the sweep dir).
     assert "sweep summary" in first.stdout and "ppo_cartpole: eval_return_mean over seeds" in first.stdout
+    assert (first.stdout + first.stderr).count("sweep summary (") == 1  # once, not again through logging
     (summary_csv,) = (tmp_path / "hydra" / "multirun").glob("*/summary.csv")
     summary = pd.read_csv(summary_csv)
     assert list(summary.columns) == ["experiment", "metric", "level", "variant", "density", "n", "mean", "sd"]

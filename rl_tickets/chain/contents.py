@@ -24,9 +24,10 @@ import torch
 
 from rl_tickets.chain.context import ChainContext
 from rl_tickets.chain.manifest import MARKER, problem, upstream_key
+from rl_tickets.chain.plans import transfer_mask, transfer_mask_path
 from rl_tickets.chain.store import TICKET
 from rl_tickets.chain.untrained import UNTRAINED
-from rl_tickets.config import ConfigError
+from rl_tickets.config import ConfigError, learner_task
 from rl_tickets.rl.safe_load import UnreadableCheckpoint, read_archive
 from rl_tickets.sparsity.controls import ARCHITECTURE_CONTROLS
 
@@ -210,6 +211,17 @@ class LevelChecker:
                 return f"{checkpoint.name} holds another network than this config's ({wrong[0]})"
         return None
 
+    def check(self, directory: Path) -> str | None:
+        """:meth:`problem`, after giving RL levels' pickled statistics their pickle-free twin (only with
+        ``trust_pickles=true``; else refused in one line).
+
+        :param directory: the level directory.
+        """
+        cfg = self.chain.cfg
+        if learner_task(cfg) == "rl":
+            convert_statistics(directory, cfg.trust_pickles, cfg.env)
+        return self.problem(directory)
+
     @staticmethod
     def _width(directory: Path) -> float:
         """The width factor the level's network was built with (small_dense), from metrics.json."""
@@ -242,3 +254,17 @@ def convert_statistics(directory: Path, trust: bool, env_cfg: Any) -> None:
             raise ConfigError(
                 f"{path} does not load ({_first_line(error)}); delete its level to retrain it"
             ) from None
+
+
+def check_transfer(chain: ChainContext) -> None:
+    """Every ticket mask of ``transfer_from`` is boolean and shaped like this network's (a float mask
+    would give densities its applied mask does not have); refused in one line otherwise.
+
+    :param chain: the chain that applies them.
+    """
+    shapes = {name: tuple(mask.shape) for name, mask in chain.dense_mask().items()}
+    for level in range(1, chain.cfg.prune.levels + 1):
+        path = transfer_mask_path(chain, level)
+        if path.exists() and (reason := mask_problem(path, shapes)) is not None:
+            raise ConfigError(f"transfer_from={chain.cfg.transfer_from}: level {level}: {reason}")
+    transfer_mask(chain, 1)  # (its own message for other layers or shapes)

@@ -7,6 +7,7 @@ loop read the chain's finished levels and its network's shape through it.
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -37,6 +38,9 @@ class ChainContext:
         )
         self._names: list[str] | None = None
         self._dense_masks: dict[float, Mask] = {}
+        # Asked with a level's final directory right before the level is moved into place: whether this
+        # run (or a worker's parent) still holds the lock on it. The runner sets it; alone, always yes.
+        self.may_publish: Callable[[Path], bool] = lambda final: True
 
     @property
     def dense_dir(self) -> Path:

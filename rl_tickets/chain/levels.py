@@ -13,21 +13,22 @@ import json
 import logging
 import shutil
 from collections.abc import Callable
+from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
 from rl_tickets.chain.context import ChainContext
 from rl_tickets.chain.manifest import write_complete
-from rl_tickets.chain.store import fresh_partial, write_csv
+from rl_tickets.chain.store import PublishRefused, fresh_partial, write_csv
 from rl_tickets.level import CurveSink, LevelOutcome, LevelPlan
 from rl_tickets.sparsity.dynamic import LOG_COLUMNS
 from rl_tickets.sparsity.masks import Mask, layer_densities, save_mask
 from rl_tickets.timing import TIME_KEYS, Stopwatch, steps_per_second
 
-# Sparse training's log of mask updates in a level directory (rl_tickets.sparsity.dynamic.LOG_COLUMNS).
-MASK_UPDATES = "mask_updates.csv"
 log = logging.getLogger(__name__)
 
+# Sparse training's log of mask updates in a level directory (rl_tickets.sparsity.dynamic.LOG_COLUMNS).
+MASK_UPDATES = "mask_updates.csv"
 # Builds a level's curve sink from (offset, start_step): the cumulative x-axis of its curves.
 SinkMaker = Callable[[int, int], CurveSink]
 
@@ -109,6 +110,7 @@ def finish_level(
         "steps_per_s": steps_per_second(steps, spent["train_s"]),
         "extra": outcome.extra,
         "plan": describe(plan),
+        "eval": asdict(chain.cfg.eval),  # what this level was evaluated with (meta.json's are per run)
     }
     (partial / "metrics.json").write_text(json.dumps(record, indent=2, default=str))
     if outcome.curve:
@@ -117,6 +119,11 @@ def finish_level(
     if plan.sparse is not None:  # sparse training: every mask update, per layer (static: none)
         write_csv(partial / MASK_UPDATES, plan.sparse.log, list(LOG_COLUMNS))
     write_complete(partial, chain.upstream(level, variant))
+    if not chain.may_publish(final):  # the lock was lost (e.g. a worker's parent died): never publish
+        raise PublishRefused(
+            f"level {level} {variant} was not moved into place: this run no longer holds the lock on "
+            f"{final.parent.parent}; it stays in {partial} (the next run trains it again)"
+        )
     shutil.rmtree(final, ignore_errors=True)
     partial.replace(final)
 

@@ -18,6 +18,7 @@ import hashlib
 import json
 import logging
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -143,11 +144,16 @@ def move_aside(directory: Path) -> Path:
 
 class Verifier:
     """Checks finished levels for one run: each (level, upstream) pair is hashed once; a level that
-    fails is moved aside with one warning line and reported as not finished, so it is trained again."""
+    fails is moved aside with one warning line and reported as not finished, so it is trained again.
 
-    def __init__(self) -> None:
+    :param contents: a further check of a level whose manifest passed (readable files of this
+        config's network, :mod:`rl_tickets.chain.contents`): why it cannot be used, or None.
+    """
+
+    def __init__(self, contents: Callable[[Path], str | None] | None = None) -> None:
         # directory -> (its marker digest, its upstream's marker digest) when it last passed
         self._passed: dict[Path, tuple[str | None, str | None]] = {}
+        self.contents = contents or (lambda directory: None)
 
     def trusted(self, directory: Path, upstream: Path | None, label: str) -> bool:
         """Whether ``directory`` holds a finished level that passes :func:`problem`.
@@ -162,13 +168,23 @@ class Verifier:
         key = (own, marker_digest(upstream) if upstream is not None else None)
         if self._passed.get(directory) == key:
             return True
-        reason = problem(directory, upstream)
+        reason = problem(directory, upstream) or self.contents(directory)
         if reason is None:
             self._passed[directory] = key
             return True
+        self.reject(directory, label, reason)
+        return False
+
+    def reject(self, directory: Path, label: str, reason: str) -> None:
+        """Move a level that cannot be used aside, with one warning line (it is trained again).
+
+        :param directory: the level directory.
+        :param label: how the warning names the level, e.g. ``level 3 ticket``.
+        :param reason: why, in a few words.
+        """
+        self._passed.pop(directory, None)
         try:
             moved = move_aside(directory)
         except FileNotFoundError:  # another process moved it first: train it (again) all the same
-            return False
+            return
         log.warning(f"rl-tickets: {label} failed verification: {reason}; moved to {moved}; training it again")
-        return False

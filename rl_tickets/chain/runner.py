@@ -13,6 +13,7 @@ the ticket's next level (:mod:`rl_tickets.chain.workers`).
 from __future__ import annotations
 
 import json
+import logging
 from collections.abc import Callable, Sequence
 from contextlib import nullcontext
 from functools import partial
@@ -21,30 +22,35 @@ from typing import Any
 
 import torch
 
+from rl_tickets.chain.contents import LevelChecker, check_transfer
 from rl_tickets.chain.context import ChainContext
+from rl_tickets.chain.holding import Holdings
 from rl_tickets.chain.identity import chain_identity, dense_identity
 from rl_tickets.chain.levels import train_level
+from rl_tickets.chain.lock import Owner
 from rl_tickets.chain.manifest import MARKER, Verifier, marker_digest
-from rl_tickets.chain.plans import plan_of, transfer_mask
+from rl_tickets.chain.plans import plan_of
 from rl_tickets.chain.schedule import chain_tasks
 from rl_tickets.chain.store import (
     TICKET,
     claim,
+    clear_temporaries,
     finished_variants,
     is_complete,
-    locked,
     write_atomic,
 )
 from rl_tickets.chain.tables import level_row, write_meta, write_tables
 from rl_tickets.chain.untrained import UNTRAINED, is_stale
-from rl_tickets.chain.workers import Key, Task, WorkerPool, threads_per_worker
+from rl_tickets.chain.workers import Key, Task, WorkerPool, available_cores, threads_per_worker
 from rl_tickets.config import Config
 from rl_tickets.level import CurveSink, Trainer
+from rl_tickets.rl.safe_load import UnreadableCheckpoint
 from rl_tickets.sparsity.controls import ARCHITECTURE_CONTROLS
 from rl_tickets.trainers import build_trainer
 
 # Builds a trainer for a config in a worker process (a module-level function, so it pickles).
 TrainerFactory = Callable[[Config], Trainer]
+log = logging.getLogger(__name__)
 
 
 class Mirror:
@@ -65,24 +71,36 @@ class Runner:
         cfg: Config,
         trainer: Trainer,
         mirrors: Sequence[Mirror] = (),
-        on_level: Callable[[int, str, dict[str, Any]], None] | None = None,
+        on_level: Callable[[int, str, dict[str, Any], bool], None] | None = None,
         trainer_factory: TrainerFactory | None = None,
+        say: Callable[[str], None] | None = None,
+        on_verified: Callable[[], None] | None = None,
     ) -> None:
         """Prepare a chain; nothing is written until :meth:`run`.
 
         :param cfg: the validated job config.
         :param trainer: the RL or supervised trainer.
         :param mirrors: W&B mirror, progress display (any :class:`Mirror`).
-        :param on_level: called after each level finishes or is found complete (progress display).
+        :param on_level: called with (level, variant, row, trained) after each level finishes (trained)
+            or is found complete (progress display).
         :param trainer_factory: builds the trainer in worker processes (``workers`` > 1); default:
             the trainer for ``cfg.task`` (:func:`rl_tickets.trainers.build_trainer`).
+        :param say: told one line when the run waits for a lock (at once, then every minute) or a
+            worker died (default: logged as a warning).
+        :param on_verified: called once the finished levels are verified, before anything trains.
         """
         self.cfg, self.trainer, self.mirrors = cfg, trainer, tuple(mirrors)
         self.trainer_factory = trainer_factory
-        self.on_level = on_level or (lambda level, variant, row: None)
+        self.on_level = on_level or (lambda level, variant, row, trained: None)
+        self.say = say or (lambda line: log.warning("%s", line))
+        self.on_verified = on_verified or (lambda: None)
         self.chain = ChainContext(cfg, trainer)
         self.paths, self.spec = self.chain.paths, self.chain.spec
-        self.verifier = Verifier()
+        # Beyond manifests: readable files of this config's network (older levels' pickled statistics
+        # converted only with trust_pickles=true, else refused in one line).
+        self.verifier = Verifier(contents=LevelChecker(self.chain).check)
+        self.holdings = Holdings(self.paths, self.say)
+        self.chain.may_publish = self.holdings.holds
 
     def small_dense_scale(self, n_weights: int) -> float:
         """The small_dense control's width factor (:meth:`ChainContext.small_dense_scale`).
@@ -98,27 +116,50 @@ class Runner:
         """
         cfg = self.cfg
         if cfg.transfer_from:
-            transfer_mask(self.chain, 1)  # refuse mismatched shapes before anything is written
+            check_transfer(self.chain)  # refuse masks of other shapes or dtypes before anything is written
         if any(c in ARCHITECTURE_CONTROLS for c in cfg.controls):
             self.trainer.fresh_params(cfg.seed, 0.5)  # refuse a network small_dense cannot shrink, now
         claim(self.paths.dense, dense_identity(cfg))
         claim(self.paths.chain, chain_identity(cfg))
-        write_meta(self.chain)
-        with locked(self.paths.chain):  # under the lock: never judge a level another job is replacing
+        # Under the locks: never judge a level another job is replacing.
+        with self.holdings.locked(self.paths.dense):
+            self._trusted(0, TICKET)
+        with self.holdings.locked(self.paths.chain):
+            clear_temporaries(self.paths.chain)  # what a killed run left half-written
+            write_meta(self.chain)
             self.verify_chain()
+        self.on_verified()
         tasks = chain_tasks(self.chain)
         parallel = cfg.workers > 1 and any(self.needs_training(*t.key) for t in tasks)
         with self._pool() if parallel else nullcontext() as pool:
-            with locked(self.paths.dense):
-                self._report(0, TICKET, self.train_variant(0, TICKET))
-            with locked(self.paths.chain):
-                if pool is None:
-                    for task in tasks:
-                        self._report(*task.key, self.train_variant(*task.key))
-                else:
-                    self._run_parallel(pool, tasks)
-                write_tables(self.chain)
+            # A level that passed verification and still fails to load (a legacy level edited by hand)
+            # is moved aside, and what depends on it is found stale and trained again: never a stuck chain.
+            for repair in range(len(tasks) + 2):
+                try:
+                    self._train_all(pool, tasks)
+                    break
+                except UnreadableCheckpoint as error:
+                    directory = error.path.parent
+                    if repair > len(tasks) or not directory.parent.name.startswith("level_"):
+                        raise
+                    with self.holdings.locked(directory.parent.parent):
+                        self.verifier.reject(
+                            directory, f"{directory.parent.name} {directory.name}", error.reason
+                        )
         return self.paths.chain
+
+    def _train_all(self, pool: WorkerPool | None, tasks: list[Task]) -> None:
+        """Train the dense level, then every task (in the pool when there is one); rewrite the tables."""
+        with self.holdings.locked(self.paths.dense):
+            self._report(0, TICKET, self.train_variant(0, TICKET))
+        with self.holdings.locked(self.paths.chain):
+            self.verify_chain()  # after a repair: what depended on a rejected level is stale now
+            if pool is None:
+                for task in tasks:
+                    self._report(*task.key, self.train_variant(*task.key))
+            else:
+                self._run_parallel(pool, tasks)
+            write_tables(self.chain)
 
     def needs_training(self, level: int, variant: str) -> bool:
         """Whether (level, variant) is missing, or is an untrained level drawn with other settings.
@@ -189,15 +230,16 @@ class Runner:
             write_tables(self.chain)  # current after every level: an interrupted chain keeps its tables
             for mirror in self.mirrors:
                 mirror.level(variant, row)
-        self.on_level(level, variant, row)
+        self.on_level(level, variant, row, trained)
 
     def _pool(self) -> WorkerPool:
         """``workers`` processes, each with its share of this process's torch threads."""
-        threads = threads_per_worker(self.cfg.threads, torch.get_num_threads(), self.cfg.workers)
+        cores = min(torch.get_num_threads(), available_cores())
+        threads = threads_per_worker(self.cfg.threads, cores, self.cfg.workers)
         # Workers import these as they start, during the dense level; a trainer defined elsewhere
         # (a test's spy) is not importable there.
         modules = [__name__, *(m for m in [type(self.trainer).__module__] if m.startswith("rl_tickets."))]
-        return WorkerPool(self.cfg.workers, threads, modules)
+        return WorkerPool(self.cfg.workers, threads, modules, say=self.say)
 
     def _run_parallel(self, pool: WorkerPool, tasks: list[Task]) -> None:
         """Report finished levels now; train the rest in the pool, tickets first (the critical path)."""
@@ -213,7 +255,7 @@ class Runner:
             for mirror in self.mirrors:
                 mirror.curve(*message)
 
-        job = partial(train_in_worker, self.cfg, self.trainer_factory)
+        job = partial(train_in_worker, self.cfg, self.trainer_factory, self.holdings.owners[self.paths.chain])
         pool.run(todo, job, on_message=forward, on_done=lambda key, trained: self._report(*key, trained))
 
     def _variants_at(self, level: int) -> list[str]:
@@ -250,16 +292,20 @@ class _Outbox(Mirror):
         self.outbox.put((variant, offset, start_step, row))
 
 
-def train_in_worker(cfg: Config, factory: TrainerFactory | None, key: Key, outbox: Any) -> bool:
+def train_in_worker(cfg: Config, factory: TrainerFactory | None, owner: Owner, key: Key, outbox: Any) -> bool:
     """Train one (level, variant) of ``cfg``'s chain in a worker process; its curve points go to ``outbox``.
 
-    The parent holds the chain's lock; this writes only the level's own directory (atomically).
+    The parent holds the chain's lock; this writes only the level's own directory (atomically), and
+    moves it into place only while that very lock is still the parent's.
 
     :param cfg: the job config.
     :param factory: builds the trainer (None: :func:`rl_tickets.trainers.build_trainer`).
+    :param owner: the parent's acquisition of the chain's lock.
     :param key: (level, variant).
-    :param outbox: a queue shared with the parent.
+    :param outbox: sends messages to the parent.
     :return: whether anything was trained.
     """
     trainer = (factory or build_trainer)(cfg)
-    return Runner(cfg, trainer, mirrors=[_Outbox(outbox)]).train_variant(*key)
+    runner = Runner(cfg, trainer, mirrors=[_Outbox(outbox)])
+    runner.holdings.owners[runner.paths.chain] = owner
+    return runner.train_variant(*key)

@@ -1,4 +1,5 @@
-"""A chain on disk: where its levels live, how they are claimed, locked and written atomically.
+"""A chain on disk: where its levels live, how they are claimed and written atomically (locks:
+:mod:`rl_tickets.chain.lock`).
 
 Results layout (see README)::
 
@@ -17,13 +18,10 @@ run loses at most the level in progress and a rerun only finishes missing work.
 from __future__ import annotations
 
 import csv
-import fcntl
 import json
 import os
 import shutil
 import threading
-from collections.abc import Iterator
-from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -37,6 +35,9 @@ PARTIAL = ".partial"
 COMPLETE = MARKER  # a finished level's marker: the manifest of its files (rl_tickets.chain.manifest)
 TICKET = "ticket"
 TRANSFER = "transfer"
+# Files of a chain or dense directory written only under its lock (their temporaries are left only by
+# killed writers); identity.json is claimed before the lock is taken, so its temporaries are not here.
+LOCKED_FILES = ("levels.csv", "layers.csv", "meta.json")
 
 
 @dataclass(frozen=True)
@@ -97,7 +98,13 @@ def claim(directory: Path, identity: dict[str, Any]) -> None:
     record = directory / "identity.json"
     canonical = json.loads(json.dumps(identity, default=str))
     if record.exists():
-        existing = json.loads(record.read_text())
+        try:
+            existing = json.loads(record.read_text())
+        except (ValueError, UnicodeDecodeError) as error:  # truncated or edited: never guess what it held
+            raise ConfigError(
+                f"{record} is unreadable ({error}); it records which config {directory} holds: "
+                "restore it, or move the directory away to start it again"
+            ) from None
         if existing != canonical:
             raise ConfigError(
                 f"{directory} holds results of a different config ({record}: {identity_changes(existing, canonical)}); "
@@ -168,16 +175,23 @@ def write_csv(path: Path, rows: list[dict[str, Any]], columns: list[str]) -> Non
     tmp.replace(path)
 
 
-@contextmanager
-def locked(directory: Path) -> Iterator[None]:
-    """Hold an exclusive lock on ``directory`` (two jobs never train the same chain at once).
+class PublishRefused(RuntimeError):
+    """A finished level was not moved into place: this run no longer holds the lock on its directory."""
 
-    :param directory: the directory to lock (created if missing).
+
+def clear_temporaries(directory: Path) -> list[Path]:
+    """Remove the temporary files that killed writers left in a chain or dense directory; return them.
+
+    Tables, meta.json and markers are written under the directory's lock through :func:`temporary`
+    names; a writer killed between writing and renaming leaves one behind. Call only while holding
+    the lock, so no live writer's file is removed.
+
+    :param directory: a chain's or dense run's seed directory.
     """
-    directory.mkdir(parents=True, exist_ok=True)
-    with open(directory / ".lock", "w") as handle:
-        fcntl.flock(handle, fcntl.LOCK_EX)
-        try:
-            yield
-        finally:
-            fcntl.flock(handle, fcntl.LOCK_UN)
+    found = [
+        *(p for name in LOCKED_FILES for p in directory.glob(f"{name}.*.tmp")),
+        *directory.glob(f"level_*/*/{COMPLETE}.*.tmp"),
+    ]
+    for path in found:
+        path.unlink(missing_ok=True)
+    return found

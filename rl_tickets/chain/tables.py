@@ -3,10 +3,10 @@
 from __future__ import annotations
 
 import json
-from dataclasses import asdict
 from typing import Any
 
 from rl_tickets.chain.context import ChainContext
+from rl_tickets.chain.provenance import chain_config, run_record, runs_so_far, with_run
 from rl_tickets.chain.store import TICKET, TRANSFER, finished_variants, is_complete, write_atomic, write_csv
 from rl_tickets.config import CHOICES, SPARSE_TRAINING, display_name
 from rl_tickets.sparsity.masks import layer_densities, load_mask
@@ -123,7 +123,10 @@ def write_meta(chain: ChainContext) -> None:
         "env": cfg.env.name if cfg.task == "rl" else cfg.data.name,
         "model": cfg.model.name if cfg.task == "supervised" else None,
         "dense_dir": str(chain.paths.dense),
-        "config": asdict(cfg),
+        # The chain's config; settings that are not identity belong to each run (levels may come from
+        # runs with other ones): ``runs`` lists them with the versions and machine of every run.
+        "config": chain_config(cfg),
+        "runs": with_run(runs_so_far(chain.paths.chain / "meta.json"), run_record(cfg)),
         **trainer.describe(),
     }
     write_atomic(chain.paths.chain / "meta.json", json.dumps(meta, indent=2, default=str))

@@ -5,6 +5,8 @@
   ("Key 'action_net' is not in struct"), whatever the value type. It is rewritten to
   ``++prune.overrides=...``, which *merges* the given patterns into the preset's: a pattern given
   again gets the new rate, the preset's other patterns stay.
+- A value with non-ASCII text (``root=/data/Müller``, ``name=ppo_ü``) is quoted: Hydra's override
+  lexer takes such text only inside quotes, and otherwise fails with ``LexerNoViableAltException``.
 - Checked before Hydra starts, because Hydra acts on them first: the results root (Hydra creates
   ``${root}/hydra/...`` before the app runs, and fails with a traceback on a file or a read-only
   directory) and ``experiment=`` (Hydra skips an unknown *optional* preset without a word).
@@ -24,7 +26,9 @@ from rl_tickets.cli.help import group_options
 from rl_tickets.cli.preflight import check_root
 from rl_tickets.config import Config, ConfigError
 
-MERGED = ("prune.overrides",)  # dict-typed keys whose command-line value merges into the preset's
+MERGED = ("prune.overrides",)
+# A value holding any of these is Hydra syntax (quotes, lists, dicts, sweeps): it is never quoted for it.
+UNQUOTABLE = set("'\"[]{}(),")  # dict-typed keys whose command-line value merges into the preset's
 PRESETS = "experiment"
 # Hydra flags that only show something: they need no writable root.
 INSPECTING = {"--help", "-h", "--hydra-help", "--cfg", "-c", "--info", "-i", "--shell-completion", "-sc"}
@@ -42,7 +46,8 @@ def _split(argument: str) -> tuple[str, str, str] | None:
 
 
 def rewrite(argv: Sequence[str]) -> list[str]:
-    """``argv`` with ``prune.overrides=...`` turned into ``++prune.overrides=...`` (see the module doc).
+    """``argv`` with ``prune.overrides=...`` turned into ``++prune.overrides=...`` and non-ASCII values
+    quoted (see the module doc).
 
     :param argv: the arguments after the program name.
     """
@@ -51,6 +56,8 @@ def rewrite(argv: Sequence[str]) -> list[str]:
         parts = _split(argument)
         if parts is not None and parts[1] in MERGED and parts[0] in ("", "+"):
             argument = f"++{parts[1]}={parts[2]}"
+        elif parts is not None and not parts[2].isascii() and not set(parts[2]) & UNQUOTABLE:
+            argument = f"{parts[0]}{parts[1]}='{parts[2]}'"
         out.append(argument)
     return out
 
@@ -71,7 +78,10 @@ def check(argv: Sequence[str]) -> None:
 
     :param argv: the arguments after the program name.
     """
-    roots = values_of(argv, "root")
+    # A quoted value (rewrite() quotes non-ASCII ones) names the path inside the quotes.
+    roots = [
+        r[1:-1] if len(r) > 1 and r[0] == r[-1] and r[0] in "'\"" else r for r in values_of(argv, "root")
+    ]
     if not INSPECTING.intersection(argv):  # --help, --cfg ... write nothing
         check_root(roots[-1] if roots else Config().root)
     known = group_options(PRESETS)
@@ -122,4 +132,6 @@ def one_line(error: BaseException) -> str:
     text = "".join(
         p if not i else (" " if parts[i - 1].endswith(".") else "; ") + p for i, p in enumerate(parts)
     )
+    if "LexerNoViableAltException" in text or "no viable alternative" in text:
+        text += "; quote a value that holds spaces, quotes or brackets, e.g. key='a value'"
     return text or type(error).__name__

@@ -18,8 +18,11 @@ import torch
 
 from rl_tickets.chain.runner import Mirror, Runner
 from rl_tickets.chain.store import ChainPaths
+from rl_tickets.chain.workers import available_cores
+from rl_tickets.cli.applicability import check_applicable, deduplicated, notes
 from rl_tickets.cli.console import fmt_value, say, text_table
-from rl_tickets.cli.preflight import check_network, check_values
+from rl_tickets.cli.limits import lower_to_cores
+from rl_tickets.cli.preflight import build_checked, check_network, check_paths, check_values
 from rl_tickets.cli.resume import resuming_line
 from rl_tickets.cli.stops import exit_code
 from rl_tickets.config import ONE_RUN_SCHEDULES, Config, ConfigError, display_name, validate
@@ -40,7 +43,7 @@ class Progress(Mirror):
     def __init__(self, cfg: Config, metric: str, budget: int, live: bool) -> None:
         self.cfg, self.metric, self.budget = cfg, metric, budget
         self.started = time.monotonic()
-        self.done = 0
+        self.done = self.trained = 0
         levels = min(cfg.prune.levels, 1) if cfg.prune.schedule in ONE_RUN_SCHEDULES else cfg.prune.levels
         self.total = levels * (1 + len(cfg.controls) + bool(cfg.transfer_from)) + 1
         self.bar = None
@@ -68,17 +71,25 @@ class Progress(Mirror):
             fields["last"] = f"{evaluated[0]}={row[evaluated[0]]:.4g}"
         self.bar.update(self.task, completed=int(row.get("step", start_step)), description=variant, **fields)
 
-    def __call__(self, level: int, variant: str, row: dict[str, Any]) -> None:
-        """Report a finished (or found complete) level."""
+    def __call__(self, level: int, variant: str, row: dict[str, Any], trained: bool = True) -> None:
+        """Report a level just trained, or one found finished on disk (said as such, without timing).
+
+        :param level: level number.
+        :param variant: the variant.
+        :param row: its levels.csv row.
+        :param trained: whether this run trained it.
+        """
         self.done += 1
-        elapsed = time.monotonic() - self.started
-        eta = elapsed / self.done * (self.total - self.done)
+        self.trained += trained
         value = row.get(self.metric, float("nan"))
-        line = (
-            f"[{display_name(self.cfg)} seed={self.cfg.seed}] level {level}/{self.cfg.prune.levels} {variant:<13} "
-            f"density={row['density']:.4f} {self.metric}={value:.4g}  elapsed {elapsed:.0f}s eta {eta:.0f}s"
-        )
-        if row.get("steps_per_s"):  # training throughput of the level (evaluation and saving excluded)
+        head = f"[{display_name(self.cfg)} seed={self.cfg.seed}] level {level}/{self.cfg.prune.levels} {variant:<13}"
+        line = f"{head} {'' if trained else 'found: '}density={row['density']:.4f} {self.metric}={value:.4g}"
+        if trained:
+            # The rate of levels trained by this run (found ones cost nothing) predicts the rest.
+            elapsed = time.monotonic() - self.started
+            eta = elapsed / self.trained * (self.total - self.done)
+            line += f"  elapsed {elapsed:.0f}s eta {eta:.0f}s"
+        if trained and row.get("steps_per_s"):  # training throughput (evaluation and saving excluded)
             line += f"  {row['steps_per_s']:.0f} steps/s"
         if self.bar is not None:
             self.bar.console.print(line, soft_wrap=True)  # soft wrap: never break a line (or path) in two
@@ -135,27 +146,34 @@ def threads_for(cfg: Config, multirun: bool) -> int:
         if cfg.task == "supervised"
         else "features_extractor_class" in cfg.algo.policy_kwargs
     )
-    return torch.get_num_threads() if cnn and not multirun else 1
+    return min(torch.get_num_threads(), available_cores()) if cnn and not multirun else 1
 
 
-def run_job(cfg: Config, multirun: bool = False, live: bool = False) -> Path:
+def run_job(cfg: Config, multirun: bool = False, live: bool = False, given: Sequence[str] = ()) -> Path:
     """Validate, build the trainer, run (or resume) the chain and print its table.
 
     :param cfg: the composed config.
     :param live: show a live progress bar (an interactive terminal outside sweeps); one line per level always.
     :param multirun: part of a sweep (one torch thread per job unless ``threads`` says otherwise; no final table).
+    :param given: the keys set on the command line (settings that do not apply to the task are refused).
     :return: the chain directory.
     """
     if cfg.task == "stability":
         return run_stability(cfg, multirun)
+    check_paths(cfg)  # before anything looks at the file system through them
     validate(cfg)
     choice = None
     if cfg.rewind.auto:  # resolved before anything is hashed: the chain with that step written out
         cfg, choice = resolve_auto(cfg)
         say(f"rewind.auto: rewind.step={cfg.rewind.step} for seed {cfg.seed}, from {choice['analysis']}", log)
     check_values(cfg)
+    check_applicable(cfg, given)
+    controls, repeated = deduplicated(cfg.controls)
+    cfg, lowered = lower_to_cores(replace(cfg, controls=controls), available_cores())
+    for line in [*([repeated] if repeated else []), *lowered, *notes(cfg)]:
+        say(line, log)
     torch.set_num_threads(threads_for(cfg, multirun))
-    trainer = build_trainer(cfg)
+    trainer = build_checked(cfg)
     check_network(cfg, trainer)  # builds the network once: every refusal comes before level 0 trains
     log.info(f"device: {getattr(trainer, 'device', cfg.device)} (device={cfg.device})")
     if choice is not None:
@@ -167,11 +185,17 @@ def run_job(cfg: Config, multirun: bool = False, live: bool = False) -> Path:
         mirror = WandbMirror(cfg.logger, run_info(cfg, ChainPaths.of(cfg)), directory=Path(cfg.root))
     progress = Progress(cfg, trainer.metric, trainer.budget, live=live)
     mirrors: list[Mirror] = [progress] + ([mirror] if mirror is not None else [])
-    if (line := resuming_line(cfg)) is not None:
-        say(line, log)
+
+    def verified() -> None:  # said only once damaged levels were moved aside: what is really done
+        if (line := resuming_line(cfg)) is not None:
+            say(line, log)
+
     status = 0
     try:
-        chain = Runner(cfg, trainer, mirrors, on_level=progress).run()
+        runner = Runner(
+            cfg, trainer, mirrors, on_level=progress, say=lambda line: say(line, log), on_verified=verified
+        )
+        chain = runner.run()
     except BaseException as error:
         status = exit_code(error)  # W&B records an interrupted or failed run as such
         raise

@@ -11,9 +11,11 @@ fail now, naming the key, instead of after a level of training.
 
 from __future__ import annotations
 
+import inspect
 import math
 import os
 import re
+import tempfile
 import typing
 from collections.abc import Iterator, Mapping
 from dataclasses import fields, is_dataclass
@@ -22,14 +24,58 @@ from typing import Any
 
 import torch
 
-from rl_tickets.config import Config, ConfigError, display_name
+from rl_tickets.cli.limits import SEED_MAX, check_hyperparams, check_normalize, check_ranges, check_widths
+from rl_tickets.config import Config, ConfigError, display_name, learner_task
 from rl_tickets.level import Trainer
 from rl_tickets.sparsity.pruning import prunable
+from rl_tickets.trainers import UserError, build_trainer
 
 NAME_MAX = 100  # W&B groups take 128 characters; the report names directories after it
-SEED_MAX = 2**31 - 1  # numpy, torch and Gymnasium all take seeds up to here
+COMPONENT_MAX = 255  # bytes of one path component on Linux file systems (ext4, XFS, NFS, Lustre)
+PATH_MAX = 4095
 # What each kind of failure to write a directory means for the user.
 WHY_NOT_WRITABLE = {True: "read-only file system", False: "permission denied"}
+
+
+def check_path(key: str, value: str) -> Path:
+    """``value`` can name a file on Linux: no NUL, no component over 255 bytes, not over 4095 in all.
+
+    :param key: the setting, for the message.
+    :param value: its value.
+    """
+    if "\0" in value:
+        raise ConfigError(f"{key}= holds a NUL character; give a plain path")
+    for part in Path(value).parts:
+        if len(os.fsencode(part)) > COMPONENT_MAX:
+            raise ConfigError(
+                f"{key}: the path component {part[:24]}... has {len(os.fsencode(part))} bytes; "
+                f"file systems take at most {COMPONENT_MAX}"
+            )
+    if len(os.fsencode(os.path.abspath(value))) > PATH_MAX:
+        raise ConfigError(f"{key}= is longer than the {PATH_MAX} bytes a path may have")
+    return Path(value)
+
+
+def check_writable(key: str, path: Path) -> None:
+    """``path`` is a directory that can be written, or one that can be created (nothing is left behind).
+
+    :param key: the setting, for the message.
+    :param path: the directory.
+    """
+    if path.exists() and not path.is_dir():
+        raise ConfigError(f"{key}={path} is a file, not a directory; choose another {key}=")
+    existing = next(p for p in (path.absolute(), *path.absolute().parents) if p.exists())
+    if not existing.is_dir():
+        raise ConfigError(f"{key}={path} cannot be created: {existing} is a file; choose another {key}=")
+    if not os.access(existing, os.W_OK | os.X_OK):
+        why = WHY_NOT_WRITABLE[bool(os.statvfs(existing).f_flag & os.ST_RDONLY)]
+        raise ConfigError(f"{key}={path} is not writable ({why}: {existing}); choose another {key}=")
+    try:  # access() says yes to root everywhere, also on /proc or /sys: a real try decides
+        os.rmdir(tempfile.mkdtemp(prefix=".rl-tickets-probe-", dir=existing))
+    except OSError as error:
+        raise ConfigError(
+            f"{key}={path} cannot be created under {existing} ({error.strerror or error}); choose another {key}="
+        ) from None
 
 
 def check_root(root: str) -> None:
@@ -39,15 +85,27 @@ def check_root(root: str) -> None:
     """
     if not root.strip():
         raise ConfigError("root= is empty; give the directory for results, e.g. root=results")
-    path = Path(root)
-    if path.exists() and not path.is_dir():
-        raise ConfigError(f"root={root} is a file, not a directory; choose another root=")
-    existing = next(p for p in (path.absolute(), *path.absolute().parents) if p.exists())
-    if not existing.is_dir():
-        raise ConfigError(f"root={root} cannot be created: {existing} is a file; choose another root=")
-    if not os.access(existing, os.W_OK | os.X_OK):
-        why = WHY_NOT_WRITABLE[bool(os.statvfs(existing).f_flag & os.ST_RDONLY)]
-        raise ConfigError(f"root={root} is not writable ({why}: {existing}); choose another root=")
+    check_writable("root", check_path("root", root))
+
+
+def check_paths(cfg: Config) -> None:
+    """Every path setting can name a file (checked before anything looks at the file system through it).
+
+    :param cfg: the composed job config.
+    """
+    check_root(cfg.root)
+    if cfg.transfer_from is not None:
+        check_path("transfer_from", cfg.transfer_from)
+        if Path(cfg.transfer_from).is_file():
+            raise ConfigError(f"transfer_from={cfg.transfer_from} is a file; give a chain directory")
+    if learner_task(cfg) == "supervised":
+        data = check_path("data.root", cfg.data.root)
+        if data.exists() and not data.is_dir():
+            raise ConfigError(
+                f"data.root={cfg.data.root} is a file, not a directory; choose another data.root="
+            )
+        if cfg.data.download:
+            check_writable("data.root", data)
 
 
 def check_name(name: str | None) -> None:
@@ -80,7 +138,7 @@ def check_values(cfg: Config) -> None:
 
     :param cfg: the composed job config.
     """
-    check_root(cfg.root)
+    check_paths(cfg)
     check_name(cfg.name)
     if not 0 <= cfg.seed <= SEED_MAX:
         raise ConfigError(f"seed={cfg.seed} must lie in [0, {SEED_MAX}]")
@@ -104,7 +162,49 @@ def check_values(cfg: Config) -> None:
     for key, number in numbers:
         if not math.isfinite(number):
             raise ConfigError(f"{key}={number} must be a finite number")
+    check_ranges(cfg)
+    if learner_task(cfg) == "rl":
+        check_algo_keys(cfg.algo.name, cfg.algo.hyperparams)
+        check_hyperparams(cfg.algo.hyperparams)
+        check_policy_kwargs(cfg.algo.policy_kwargs)
+        check_normalize(cfg.env.normalize_kwargs)
     check_device(cfg.device)
+
+
+def check_algo_keys(algo: str, hyperparams: Mapping[str, Any]) -> None:
+    """Every hyperparameter is one the algorithm's constructor takes; one that another algorithm takes
+    is refused naming the algorithms it applies to.
+
+    :param algo: ``algo.name``.
+    :param hyperparams: ``algo.hyperparams``.
+    """
+    from rl_tickets.rl.agents import ALGOS  # SB3 is imported for RL jobs only
+
+    taken = {name: set(inspect.signature(cls.__init__).parameters) for name, cls in ALGOS.items()}
+    for key in hyperparams:
+        if key not in taken[algo]:
+            others = [name for name, keys in taken.items() if key in keys]
+            if others:
+                raise ConfigError(
+                    f"algo.hyperparams.{key} applies only to algo={', '.join(others)} (algo={algo} does not take it)"
+                )
+
+
+def check_policy_kwargs(kwargs: Mapping[str, Any]) -> None:
+    """``algo.policy_kwargs``: names rl_tickets translates are known, widths are whole and positive.
+
+    :param kwargs: the setting.
+    """
+    from rl_tickets.rl.agents import ACTIVATIONS  # SB3 is imported for RL jobs only
+    from rl_tickets.rl.envs import FEATURE_EXTRACTORS
+
+    for key, known in (("activation_fn", ACTIVATIONS), ("features_extractor_class", FEATURE_EXTRACTORS)):
+        if key in kwargs and kwargs[key] not in known:
+            raise ConfigError(
+                f"algo.policy_kwargs.{key}={kwargs[key]!r} is not valid; choose one of: {', '.join(known)}"
+            )
+    if "net_arch" in kwargs:
+        check_widths(kwargs["net_arch"])
 
 
 def check_device(device: str) -> None:
@@ -151,7 +251,27 @@ def _with_values(cfg: Config, message: str) -> list[str]:
     named = [f"algo.hyperparams.{k}={v}" for k, v in cfg.algo.hyperparams.items() if k in text]
     if "n_envs" in text:
         named.append(f"env.n_envs={cfg.env.n_envs}")
+    named += [f"env.make_kwargs.{k}={v}" for k, v in cfg.env.make_kwargs.items() if k in text]
     return named
+
+
+def build_checked(cfg: Config) -> Trainer:
+    """The job's trainer; a failure to build it from the config (an environment that does not take a
+    ``make_kwargs`` key, ...) is one :class:`ConfigError` line naming the settings involved.
+
+    :param cfg: the validated job config.
+    """
+    try:
+        return build_trainer(cfg)
+    except (ConfigError, UserError):
+        raise
+    except Exception as error:  # raised by Gymnasium or SB3 while building from the config
+        text = (str(error).strip().splitlines() or [type(error).__name__])[0]
+        named = _with_values(cfg, text) or ["these settings"]
+        learner = (
+            f"algo={cfg.algo.name} env.id={cfg.env.id}" if cfg.task == "rl" else f"model={cfg.model.name}"
+        )
+        raise ConfigError(f"{learner} cannot be built with {', '.join(named)}: {text}") from None
 
 
 def check_network(cfg: Config, trainer: Trainer) -> None:
@@ -162,7 +282,7 @@ def check_network(cfg: Config, trainer: Trainer) -> None:
     """
     try:
         names = trainer.prunable(trainer.fresh_params(cfg.seed), cfg.prune.biases)
-    except (AssertionError, ValueError, TypeError) as error:
+    except Exception as error:  # building the network from the config failed: the config says why
         text = (str(error).strip().splitlines() or [type(error).__name__])[0]
         named = _with_values(cfg, text) or ["these settings"]
         learner = f"algo={cfg.algo.name}" if cfg.task == "rl" else f"model={cfg.model.name}"

@@ -65,10 +65,13 @@ def resuming_line(cfg: Config) -> str | None:
     """
     paths = ChainPaths.of(cfg)
     record = paths.chain / "identity.json"
-    if record.is_file() and json.loads(record.read_text()) != json.loads(
-        json.dumps(chain_identity(cfg), default=str)
-    ):
-        return None  # another config's chain: the runner refuses it, nothing resumes
+    try:
+        if record.is_file() and json.loads(record.read_text()) != json.loads(
+            json.dumps(chain_identity(cfg), default=str)
+        ):
+            return None  # another config's chain: the runner refuses it, nothing resumes
+    except ValueError:
+        return None  # unreadable: the runner refuses it in one line
     first = first_unfinished(cfg, paths)
     if first == 0:
         return None
@@ -97,6 +100,26 @@ def resume_command(argv: Sequence[str]) -> str:
     return shlex.join(["rl-tickets", *argv])
 
 
+def kept(cfg: Config, paths: ChainPaths) -> str:
+    """Every finished level on disk: ``levels 0..1, level 2 ticket, reinit kept in DIR``.
+
+    Levels finished in every variant are a range; a level finished only in some variants (its ticket,
+    say, while a control was cut short) names those.
+
+    :param cfg: the job config.
+    :param paths: the chain's directories.
+    """
+    first = first_unfinished(cfg, paths)
+    parts = [done(first)] if first else []
+    for level in range(first, last_level(cfg) + 1):
+        finished = [v for v in level_variants(cfg, level) if is_complete(paths.level(level, v))]
+        if finished:
+            parts.append(f"level {level} {', '.join(finished)}")
+    if not parts:
+        return "nothing finished yet"
+    return f"{'; '.join(parts)} kept in {paths.chain}"
+
+
 def interrupted_line(cfg: Config, signal_name: str, argv: Sequence[str]) -> str:
     """One line: what was interrupted, what is kept, and how to resume.
 
@@ -106,8 +129,21 @@ def interrupted_line(cfg: Config, signal_name: str, argv: Sequence[str]) -> str:
     """
     paths = ChainPaths.of(cfg)
     running = in_progress(paths)
-    first = first_unfinished(cfg, paths)
-    where = f"during {', '.join(running)}" if running else f"before level {first}"
-    kept = f"{done(first)} kept in {paths.chain}" if first else "nothing finished yet"
+    where = f"during {', '.join(running)}" if running else f"before level {first_unfinished(cfg, paths)}"
     restart = " (the level in progress restarts)" if running else ""
-    return f"rl-tickets: interrupted ({signal_name}) {where}; {kept}{restart}; resume with: {resume_command(argv)}"
+    return (
+        f"rl-tickets: interrupted ({signal_name}) {where}; {kept(cfg, paths)}{restart}; "
+        f"resume with: {resume_command(argv)}"
+    )
+
+
+def stopped_line(cfg: Config, reason: str, argv: Sequence[str]) -> str:
+    """One line for a run that stopped on its own (a worker died twice, the chain's lock was lost):
+    why, what is kept, and how to resume.
+
+    :param cfg: the job config.
+    :param reason: what happened, e.g. ``a worker process died (killed by SIGKILL) while training ...``.
+    :param argv: the arguments after the program name.
+    """
+    paths = ChainPaths.of(cfg)
+    return f"rl-tickets: error: {reason}; {kept(cfg, paths)}; resume with: {resume_command(argv)}"

@@ -17,7 +17,7 @@ import pandas as pd
 from hydra.experimental.callback import Callback
 from omegaconf import DictConfig, OmegaConf
 
-from rl_tickets.cli.console import fmt_value, say, text_table
+from rl_tickets.cli.console import fmt_value, text_table
 from rl_tickets.config import Config
 
 log = logging.getLogger(__name__)
@@ -105,4 +105,8 @@ class SweepSummary(Callback):
         if summary.empty:
             return
         summary.to_csv(sweep_dir / "summary.csv", index=False)
-        say(f"sweep summary ({sweep_dir / 'summary.csv'}):\n{summary_text(summary)}", log)
+        # Printed once: in the launching process Hydra's own logging sends INFO records to the console
+        # too (hydra/hydra_logging), so a logged copy would print the table a second time.
+        text = f"sweep summary ({sweep_dir / 'summary.csv'}):\n{summary_text(summary)}"
+        print(text, flush=True)
+        log.debug(text)

@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 import os
 import shutil
+import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -58,10 +59,29 @@ def _check_actor(actor: nn.Module, policy: BasePolicy, obs: torch.Tensor) -> Non
     _check("the ops actor", float((got.double() - expected.double()).abs().max()), TOLERANCE)
 
 
-def _prepare(out: Path) -> Path:
-    """Refuse a non-empty output directory; return the temporary directory to write into."""
+def check_out(out: Path) -> None:
+    """Refuse an output directory that exists with files in it, or that cannot be created.
+
+    :param out: the ``--out`` directory.
+    """
+    if any(len(os.fsencode(part)) > 255 for part in out.parts):  # (stat would fail on it)
+        raise ExportError(f"--out={out}: a path component is longer than the 255 bytes file systems take")
     if out.exists() and (not out.is_dir() or any(out.iterdir())):
         raise ExportError(f"{out} exists and is not an empty directory; choose a new --out")
+    existing = next(p for p in (out.absolute(), *out.absolute().parents) if p.exists())
+    if not existing.is_dir():
+        raise ExportError(f"--out={out} cannot be created: {existing} is a file")
+    try:  # access() says yes to root everywhere, also on /proc: a real try decides (nothing is left)
+        os.rmdir(tempfile.mkdtemp(prefix=".rl-tickets-probe-", dir=existing))
+    except OSError as error:
+        raise ExportError(
+            f"--out={out} cannot be created under {existing} ({error.strerror or error})"
+        ) from None
+
+
+def _prepare(out: Path) -> Path:
+    """Refuse an output directory that cannot take the export; return the temporary directory to write into."""
+    check_out(out)
     tmp = out.parent / f".{out.name}.partial-{os.getpid()}"
     shutil.rmtree(tmp, ignore_errors=True)
     tmp.mkdir(parents=True)
@@ -76,6 +96,7 @@ def export_level(level_dir: Path, out: Path, calls: int = 200) -> dict[str, Any]
     :param calls: timed forward passes per form and batch size.
     :return: the export record (also written as ``export.json``).
     """
+    check_out(out)  # before the level is read: a bad --out is one line at once
     level = read_level(level_dir)
     tmp = _prepare(out)
     try:

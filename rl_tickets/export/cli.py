@@ -5,16 +5,28 @@ from __future__ import annotations
 import argparse
 import sys
 from pathlib import Path
+from typing import NoReturn
 
 import torch
 
+from rl_tickets.chain.workers import available_cores
 from rl_tickets.export.bundle import export_level
 from rl_tickets.export.level import ExportError
 from rl_tickets.export.zoo import add_to_zoo
 
+CALLS_MAX = 10**6  # timed calls per form and batch size: a million take minutes already
+
+
+class _OneLineParser(argparse.ArgumentParser):
+    """argparse, with a usage error as one line (``prog: error: ...``) and exit status 2."""
+
+    def error(self, message: str) -> NoReturn:
+        """Print one line and exit 2."""
+        self.exit(2, f"{self.prog}: error: {message}\n")
+
 
 def _parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
+    parser = _OneLineParser(
         prog="rl-tickets-export",
         description="Export a finished level as model.zip (plain SB3), compact.zip (dead units removed), "
         "sparse.pt (CSR weights), actor.pt (TorchScript) and export.json (sizes and latencies).",
@@ -37,9 +49,17 @@ def main(argv: list[str] | None = None) -> None:
     :param argv: arguments (default: the command line).
     """
     args = _parser().parse_args(argv)
-    if args.calls < 1 or args.threads < 1:
-        print("rl-tickets-export: error: --calls and --threads must be >= 1", file=sys.stderr)
+    if not 1 <= args.calls <= CALLS_MAX or args.threads < 1:
+        print(
+            f"rl-tickets-export: error: --calls must lie in [1, {CALLS_MAX}] and --threads be >= 1",
+            file=sys.stderr,
+        )
         sys.exit(2)
+    if args.threads > (cores := available_cores()):
+        print(
+            f"rl-tickets-export: --threads={args.threads} lowered to {cores}: this process may use {cores} cores"
+        )
+        args.threads = cores
     torch.set_num_threads(args.threads)
     try:
         record = export_level(args.level_dir, args.out, calls=args.calls)

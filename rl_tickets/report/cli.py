@@ -23,9 +23,11 @@ be incomplete: missing levels, controls, masks or files are skipped with a note,
 from __future__ import annotations
 
 import argparse
+import os
 import sys
+import tempfile
 from pathlib import Path
-from typing import Any
+from typing import Any, NoReturn
 
 import pandas as pd
 
@@ -164,7 +166,7 @@ def write_aggregates(
 
 def build_parser() -> argparse.ArgumentParser:
     """The command-line interface of ``rl-tickets-report``."""
-    parser = argparse.ArgumentParser(
+    parser = _OneLineParser(
         prog="rl-tickets-report",
         description="Tables, plots and mask analysis for every experiment under a results root.",
     )
@@ -219,6 +221,47 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+class _OneLineParser(argparse.ArgumentParser):
+    """argparse, with a usage error as one line (``prog: error: ...``) and exit status 2."""
+
+    def error(self, message: str) -> NoReturn:
+        """Print one line and exit 2."""
+        self.exit(2, f"{self.prog}: error: {message}\n")
+
+
+# --n-resamples: a 95% percentile interval needs its 2.5% tails (at least a few points each); the cap
+# keeps one report within memory.
+RESAMPLES = (100, 10**7)
+SEEDS_MAX = 10**6
+
+
+def option_problem(args: argparse.Namespace, root: Path) -> str | None:
+    """Why the options cannot make a report (one line), or None.
+
+    :param args: the parsed options.
+    :param root: the results root.
+    """
+    if not 2 <= args.min_seeds <= SEEDS_MAX:
+        return f"--min-seeds={args.min_seeds} must lie in [2, {SEEDS_MAX}] (a paired test needs two seeds)"
+    if not RESAMPLES[0] <= args.n_resamples <= RESAMPLES[1]:
+        return f"--n-resamples={args.n_resamples} must lie in [{RESAMPLES[0]}, {RESAMPLES[1]}]"
+    if not 0.0 < args.alpha < 1.0:  # also refuses nan
+        return f"--alpha={args.alpha} must lie strictly between 0 and 1 (e.g. 0.05)"
+    if not 0.0 <= args.tolerance < 1.0:  # also refuses nan and inf
+        return f"--tolerance={args.tolerance} must lie in [0, 1) (e.g. 0.05 accepts a 5% loss)"
+    out = args.out if args.out is not None else root / "report"
+    if any(len(os.fsencode(part)) > 255 for part in out.parts):
+        return f"--out={out}: a path component is longer than the 255 bytes file systems take"
+    existing = next(p for p in (out.absolute(), *out.absolute().parents) if p.exists())
+    if not existing.is_dir():
+        return f"--out={out} cannot be a directory: {existing} is a file"
+    try:  # access() says yes to root everywhere, also on /proc: a real try decides (nothing is left)
+        os.rmdir(tempfile.mkdtemp(prefix=".rl-tickets-probe-", dir=existing))
+    except OSError as error:
+        return f"--out={out} cannot be created under {existing} ({error.strerror or error})"
+    return None
+
+
 def main(argv: list[str] | None = None) -> int:
     """Entry point of ``rl-tickets-report``.
 
@@ -230,21 +273,12 @@ def main(argv: list[str] | None = None) -> int:
     if not root.is_dir():
         print(f"rl-tickets-report: results root {root} does not exist", file=sys.stderr)
         return 2
+    if (problem := option_problem(args, root)) is not None:  # before anything is read or written
+        print(f"rl-tickets-report: {problem}", file=sys.stderr)
+        return 2
     experiments = discover(root)
     if not experiments:
         print(f"rl-tickets-report: no chains with a meta.json under {root / 'chains'}", file=sys.stderr)
-        return 2
-    if not 0.0 < args.alpha < 1.0:
-        print(
-            f"rl-tickets-report: --alpha={args.alpha} must lie strictly between 0 and 1 (e.g. 0.05)",
-            file=sys.stderr,
-        )
-        return 2
-    if args.tolerance < 0:
-        print(
-            f"rl-tickets-report: --tolerance={args.tolerance} must be >= 0 (e.g. 0.05 accepts a 5% loss)",
-            file=sys.stderr,
-        )
         return 2
     options = ReportOptions(
         args.min_seeds, args.tolerance, args.n_resamples, args.alpha, args.test, args.holm, args.metric

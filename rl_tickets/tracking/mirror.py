@@ -40,6 +40,7 @@ from urllib.parse import urlparse
 
 import numpy as np
 
+from rl_tickets.chain.provenance import provenance
 from rl_tickets.config import Config, LoggerConfig, display_name
 from rl_tickets.task_sections import for_task
 from rl_tickets.tracking.outage import PROCESS, Outage, server_url
@@ -116,6 +117,7 @@ def run_info(cfg: Config, paths: ChainPaths) -> RunInfo:
         **for_task(asdict(cfg), cfg.task),
         "chain_hash": chain_hash,
         "results": str(paths.chain.resolve()),
+        "provenance": provenance(),  # versions, git commit, Python, CPU and GPU of this run
     }
     return RunInfo(display_name(cfg), cfg.seed, chain_hash, config, job_tags(cfg), paths.level)
 
