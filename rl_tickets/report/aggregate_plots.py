@@ -3,6 +3,7 @@ performance profiles at a few levels. Every band is a stratified-bootstrap 95% C
 
 from __future__ import annotations
 
+import textwrap
 from pathlib import Path
 
 import numpy as np
@@ -62,7 +63,7 @@ def plot_iqm(aggregate: Aggregate, path: Path) -> None:
     :param aggregate: a computed aggregate.
     :param path: PNG to write.
     """
-    fig = Figure(figsize=(7, 4.5), layout="constrained")
+    fig = Figure(figsize=(9, 4.8), layout="constrained")
     ax = fig.subplots()
     table = aggregate.iqm
     for variant in variant_order(table["variant"]):
@@ -86,8 +87,8 @@ def plot_iqm(aggregate: Aggregate, path: Path) -> None:
         )
     percent_density_axis(ax, table["density"])
     ax.set_xlabel("density (fraction of weights kept, log scale)")
-    ax.set_ylabel(f"IQM of the {_score_name(aggregate)}")
-    ax.set_title(
+    ax.set_ylabel(textwrap.fill(f"IQM of the {_score_name(aggregate)}", 36))
+    fig.suptitle(
         heading(_title(aggregate), "", "line: IQM over all runs of all environments", BOOTSTRAP_NOTE),
         fontsize="medium",
     )
@@ -106,7 +107,7 @@ def plot_improvement(aggregate: Aggregate, path: Path) -> bool:
     table = aggregate.improvement
     if table.empty:
         return False
-    fig = Figure(figsize=(7, 4.5), layout="constrained")
+    fig = Figure(figsize=(9, 4.8), layout="constrained")
     ax = fig.subplots()
     for control in variant_order(table["control"]):
         rows = table[table["control"] == control].sort_values("density")
@@ -121,10 +122,10 @@ def plot_improvement(aggregate: Aggregate, path: Path) -> bool:
         _band(ax, rows["density"], rows["ci_low"], rows["ci_high"], style["color"])
     ax.axhline(0.5, color="0.4", ls=":", lw=1, label="0.5: no difference")
     percent_density_axis(ax, table["density"])
-    ax.set_ylim(0, 1)
+    ax.set_ylim(-0.03, 1.03)  # lines at exactly 0 or 1 stay visible
     ax.set_xlabel("density (fraction of weights kept, log scale)")
     ax.set_ylabel("probability of improvement")
-    ax.set_title(heading(_title(aggregate), ": P(ticket > control)", BOOTSTRAP_NOTE), fontsize="medium")
+    fig.suptitle(heading(_title(aggregate), ": P(ticket > control)", BOOTSTRAP_NOTE), fontsize="medium")
     ax.grid(alpha=0.3, which="both")
     legend_outside(ax, fontsize="small")
     fig.savefig(path, dpi=120)

@@ -13,7 +13,7 @@ import matplotlib
 import numpy as np
 import pandas as pd
 from matplotlib.figure import Figure
-from matplotlib.ticker import FixedLocator, MaxNLocator, NullLocator
+from matplotlib.ticker import FixedLocator, LogLocator, MaxNLocator, NullLocator
 
 from rl_tickets.report.formatting import BAND_NOTE, heading, percent_formatter, percent_log_y, seeds_label
 from rl_tickets.report.masks import MaskAnalysis
@@ -132,7 +132,7 @@ def plot_metric_vs_density(
     ax.set_ylabel(ylabel)
     single = summary["n"].max() == 1
     note = "n = 1 seed: no interval (run more seeds for a CI)" if single else BAND_NOTE
-    ax.set_title(heading(title, "", note), fontsize="medium")
+    fig.suptitle(heading(title, "", note), fontsize="medium")  # spans the legend too: long protocols fit
     ax.grid(alpha=0.3, which="both")
     legend_outside(ax, fontsize="small")
     fig.savefig(path, dpi=120)
@@ -160,9 +160,12 @@ def _plot_zeros(ax: Any, x: np.ndarray, y: np.ndarray, floor: float, label: str 
 
 
 def _floor_axis(ax: Any, floor: float, zeros: bool) -> None:
-    """Start the log axis at ``floor`` and, when zeros sit there, label it ``0%``."""
+    """Start the log axis just below ``floor``; when zeros sit there, a dotted line marks the floor."""
     percent_log_y(ax)
     ax.set_ylim(bottom=floor / 1.5)
+    bottom, top = ax.get_ylim()
+    if top / bottom > 20:  # beyond about a decade labels at every minor tick run into each other
+        ax.yaxis.set_minor_locator(LogLocator(base=10, subs=(2.0, 5.0)))
     if zeros:
         ax.axhline(floor, color=ZERO_COLOUR, lw=0.6, ls=":", zorder=1)
 
@@ -196,7 +199,7 @@ def plot_masks(analysis: MaskAnalysis, path: Path, title: str) -> None:
         x = np.arange(len(layers)) + dodge
         ax.plot(
             x,
-            np.where(rows > 0, rows, np.nan),
+            np.where(rows > 0, rows, floor),  # a zero runs down to the floor, where its cross sits
             marker=LEVEL_MARKERS[i % len(LEVEL_MARKERS)],
             ms=4,
             color=cmap(i / max(len(levels) - 1, 1)),
@@ -214,7 +217,9 @@ def plot_masks(analysis: MaskAnalysis, path: Path, title: str) -> None:
     notes = [f"per-layer density, mean over n={seeds} seeds" if seeds else "per-layer density"]
     if flat:
         notes.append("every layer at its level's density (layer scope)")
-    ax.set_title(heading(title, "", *notes), fontsize="medium")
+    # The name and protocol span the figure (a panel is too narrow for them); the panel says what it shows.
+    fig.suptitle(heading(title, ": masks"), fontsize="medium")
+    ax.set_title("\n".join(notes), fontsize="small")
     ax.grid(alpha=0.3, which="both")
     if levels:
         legend_outside(ax, fontsize="x-small", ncol=2 if len(levels) > 8 else 1)
@@ -241,7 +246,7 @@ def _plot_roles(ax: Any, roles: pd.DataFrame) -> None:
         values = roles[column].to_numpy(float)
         ax.plot(
             roles["level"],
-            np.where(values > 0, values, np.nan),
+            np.where(values > 0, values, floor),
             label=seeds_label(label, roles["n_seeds"]),
             **style,
         )
