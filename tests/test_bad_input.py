@@ -19,7 +19,7 @@ import pytest
 import torch
 
 from rl_tickets.__main__ import main
-from rl_tickets.cli.applicability import RULES, deduplicated
+from rl_tickets.cli.applicability import RULES, deduplicated, notes
 from rl_tickets.cli.limits import HYPERPARAMS, KEYS, Range, check_hyperparams, lower_to_cores, numeric_keys
 from rl_tickets.cli.preflight import check_algo_keys
 from rl_tickets.config import Config, ConfigError
@@ -293,6 +293,25 @@ def test_non_ascii_paths_and_names_are_quoted_for_hydra_and_work(
     # A non-ASCII path that holds nothing is named in a readable line (not Hydra's lexer error).
     line = refused(tmp_path, [f"transfer_from={tmp_path / 'übertragung'}"], capsys, monkeypatch)
     assert "übertragung holds no ticket masks" in line
+
+
+def test_settings_that_trust_or_mean_something_else_say_so_in_one_line() -> None:
+    from dataclasses import replace
+
+    cfg = Config()
+    assert notes(cfg) == []
+    restore = replace(
+        cfg, algo=replace(cfg.algo, name="dqn"), rewind=replace(cfg.rewind, replay_buffer="restore")
+    )
+    assert notes(restore) == [
+        "note: rewind.replay_buffer=restore loads replay buffers, which are pickles (SB3's format): "
+        "use it only on results folders you trust"
+    ]
+    finetune = replace(
+        cfg, retrain=replace(cfg.retrain, mode="finetune"), rewind=replace(cfg.rewind, step=256)
+    )
+    (line,) = notes(finetune)
+    assert line.startswith("note: under retrain.mode=finetune no weights are rewound; rewind.step=256 sets")
 
 
 def test_duplicate_controls_are_trained_once_with_a_line() -> None:
