@@ -234,6 +234,7 @@ class Analysis:
             "step": k,
             "level": level,
             "stability/instability": record["instability"],
+            "stability/barrier": record["barrier"],
             "stability/ends_mean": ends,
             "stability/worst": worst,
             "stability/k_fraction": k / self.trainer.budget,

@@ -2,8 +2,8 @@
 
 A run is named ``<experiment>/stability-L<level>/s<seed>`` in the experiment's group, tagged like the
 chain's runs plus ``task:stability``; each finished pair logs ``stability/instability``,
-``stability/ends_mean``, ``stability/worst``, ``stability/k_fraction`` and ``stability/density`` against
-``global_step`` = the rewind step k (so W&B draws instability against k). ``wandb.config`` holds the
+``stability/barrier``, ``stability/ends_mean``, ``stability/worst``, ``stability/k_fraction`` and
+``stability/density`` against ``global_step`` = the rewind step k (so W&B draws instability against k). ``wandb.config`` holds the
 analysed task's config, the analysis hash and its results directory. Local files stay the record.
 """
 
