@@ -34,7 +34,7 @@ from rl_tickets.level import Trainer, snapshot_file
 from rl_tickets.sparsity.masks import load_mask
 from rl_tickets.stability.analysis import Analysis
 from rl_tickets.stability.choose import CHOICE_FILE, choose_step, resolve_auto
-from rl_tickets.stability.figures import FIGURES, SUMMARY_CSV, write_figures
+from rl_tickets.stability.figures import FIGURES, SUMMARY_CSV, write_figures, write_reports
 from rl_tickets.stability.interpolation import barrier, instability, interpolate
 from rl_tickets.stability.pairs import PairSpec, evaluate_path, train_pair
 from rl_tickets.stability.settings import check_settings, grid, learner_config, mask_config
@@ -391,6 +391,30 @@ def test_figures_and_summary(supervised_run: tuple[Config, Path, Trainer]) -> No
     assert (seed_dir.parent / SUMMARY_CSV).is_file()
     assert all((seed_dir.parent / name).stat().st_size > 1000 for name in FIGURES)
     assert set(summary["level"]) == {0, 2} and (summary["seeds"] == 1).all()
+
+
+def test_the_report_gets_a_section_per_analysis(
+    supervised_run: tuple[Config, Path, Trainer], tmp_path: Path
+) -> None:
+    cfg, seed_dir, _ = supervised_run
+    index = write_reports(Path(cfg.root), tmp_path)
+    assert "Instability analyses" in index and "lenet_300_100 digits" in index
+    folder = next(tmp_path.glob("stability-lenet_300_100_digits-*"))
+    assert {p.name for p in folder.iterdir()} >= {SUMMARY_CSV, *FIGURES, "stability.md"}
+    assert "| 2 |" in (folder / "stability.md").read_text()
+
+
+def test_supervised_presets_say_what_task_stability_analyses() -> None:
+    from hydra import compose, initialize_config_module
+
+    from rl_tickets.config import register_schemas
+
+    register_schemas()
+    with initialize_config_module(config_module="rl_tickets.conf", version_base="1.3"):
+        lenet = compose(config_name="config", overrides=["experiment=lth_lenet_mnist5k", "task=stability"])
+        default = compose(config_name="config", overrides=["task=stability"])
+    assert (lenet.stability.of, lenet.train.iterations) == ("supervised", 3000)
+    assert default.stability.of == "rl"
 
 
 # ---- choosing k ------------------------------------------------------------------------------------
