@@ -44,6 +44,7 @@ HYPERPARAMS: dict[str, Any] = dict(
     gradient_steps=1,
     exploration_initial_eps=0.01,
     exploration_final_eps=0.01,
+    max_grad_norm=1e6,
 )
 
 

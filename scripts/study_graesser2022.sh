@@ -17,7 +17,7 @@
 #   STUDY_ALGOS  space-separated (default "dqn ppo")
 #   STUDY_EXTRA  extra overrides for every command, e.g. "train.timesteps=10000" for a smoke version
 #   STUDY_OUT    where the report goes (default docs/results/graesser2022)
-# Planned cost (measured, docs/results/graesser2022.md): about 7 CPU-hours, 3.5-4 hours on 2 cores.
+# Planned cost (measured, docs/results/graesser2022.md): about 7-10 CPU-hours, 3.5-5 hours on 2 free cores.
 set -euo pipefail
 ROOT="${STUDY_ROOT:-study_graesser2022}"
 JOBS="${STUDY_JOBS:-2}"

@@ -757,7 +757,7 @@ def test_the_graesser2022_presets_carry_their_gin_settings_and_no_zoo_value() ->
         "exploration_fraction": 0.1,
         "exploration_initial_eps": 0.01,
         "exploration_final_eps": 0.01,
-        "max_grad_norm": 1e10,
+        "max_grad_norm": 1e6,
     }
     assert dqn.algo.policy_kwargs == {"net_arch": [256, 256]}
     assert (dqn.eval.every, dqn.eval.episodes) == (2000, 20)
