@@ -173,3 +173,17 @@ def test_the_interrupt_line_names_every_level_kept(tmp_path: Path) -> None:
         f"rl-tickets: interrupted (SIGINT) during level 1 reinit; level 0; level 1 ticket kept in {paths.chain} "
         "(the level in progress restarts); resume with: rl-tickets root=x"
     )
+
+
+def test_a_level_found_on_disk_says_found_not_a_training_line(capsys: pytest.CaptureFixture[str]) -> None:
+    """Resumed levels are reported as found (their numbers, no elapsed time or steps/s)."""
+    from rl_tickets.cli.job import Progress
+    from rl_tickets.config import Config
+
+    progress = Progress(Config(), "eval_return_mean", 1000, live=False)
+    row = {"density": 0.8, "eval_return_mean": 500.0, "steps_per_s": 1234.0}
+    progress(1, "ticket", row, trained=False)
+    progress(2, "ticket", row, trained=True)
+    found, trained = capsys.readouterr().out.splitlines()
+    assert found == "[ppo_cartpole seed=0] level 1/3 ticket        found: density=0.8000 eval_return_mean=500"
+    assert "elapsed" in trained and "1234 steps/s" in trained and "found" not in trained

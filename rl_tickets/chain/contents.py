@@ -41,11 +41,13 @@ def _first_line(error: BaseException) -> str:
     return (str(error).strip().splitlines() or [type(error).__name__])[0]
 
 
-def mask_problem(path: Path, shapes: Shapes | None = None) -> str | None:
+def mask_problem(path: Path, shapes: Shapes | None = None, exact: bool = True) -> str | None:
     """Why ``mask.pt`` is not a usable mask (boolean tensors, shaped like ``shapes`` when given), or None.
 
     :param path: a ``mask.pt``.
-    :param shapes: the network's shape per masked parameter (None: check the dtype only).
+    :param shapes: shapes by parameter name (None: check the dtype only).
+    :param exact: the mask covers exactly these names; else only the names both have must agree (the
+        shared dense level's mask is written by whichever chain trained it, with or without biases).
     """
     try:
         mask = torch.load(path, map_location="cpu", weights_only=True)
@@ -59,11 +61,11 @@ def mask_problem(path: Path, shapes: Shapes | None = None) -> str | None:
             return f"{path.name} holds a {kind} mask for {name} (masks are bool)"
     if shapes is None:
         return None
-    if set(mask) != set(shapes):
+    if exact and set(mask) != set(shapes):
         extra = sorted(set(mask) ^ set(shapes))
         return f"{path.name} covers other layers than this network's ({', '.join(extra[:3])})"
     for name, shape in shapes.items():
-        if tuple(mask[name].shape) != shape:
+        if name in mask and tuple(mask[name].shape) != shape:
             return f"{path.name} has shape {tuple(mask[name].shape)} for {name}, the network {shape}"
     return None
 
@@ -83,18 +85,19 @@ def statistics_problem(path: Path) -> str | None:
     return f"{path.name} lacks {', '.join(missing)}" if missing else None
 
 
-def contents_problem(directory: Path, shapes: Shapes | None = None) -> str | None:
+def contents_problem(directory: Path, shapes: Shapes | None = None, exact: bool = True) -> str | None:
     """Why a finished level's files cannot be used (checked without the network), or None.
 
     :param directory: a level directory.
     :param shapes: the network's masked shapes, if known (:func:`mask_problem`).
+    :param exact: the mask must cover exactly ``shapes`` (:func:`mask_problem`).
     """
     try:
         if not isinstance(json.loads((directory / "metrics.json").read_text()), dict):
             return "metrics.json is not a JSON object"
     except (OSError, ValueError) as error:
         return f"metrics.json is unreadable ({_first_line(error)})"
-    if (directory / "mask.pt").exists() and (reason := mask_problem(directory / "mask.pt", shapes)):
+    if (directory / "mask.pt").exists() and (reason := mask_problem(directory / "mask.pt", shapes, exact)):
         return reason
     for archive in sorted(directory.glob("*.zip")):
         try:
@@ -140,7 +143,7 @@ def damaged_levels_of(dirs: dict[Key, Path], resolve: Callable[[Key], Path]) -> 
             stale.add(key)
             continue
         shapes = None if key[1] in ARCHITECTURE_CONTROLS else dense_shapes
-        reason = reason or contents_problem(directory, shapes)
+        reason = reason or contents_problem(directory, shapes, exact=False)  # names both have agree
         if reason is not None:
             damaged[key] = reason
         elif key == (0, TICKET):
@@ -197,7 +200,8 @@ class LevelChecker:
         level = int(directory.parent.name.removeprefix("level_"))
         width = self._width(directory)
         shapes, masked = self._reference(width)
-        if reason := contents_problem(directory, masked):
+        # The shared dense level's mask comes from whichever chain trained it (prune.biases may differ).
+        if reason := contents_problem(directory, shapes if level == 0 else masked, exact=level > 0):
             return reason
         for checkpoint in self.checkpoints(directory, level):
             if not checkpoint.exists():
