@@ -179,7 +179,9 @@ def test_a_level_is_published_only_while_its_lock_is_held(tmp_path: Path) -> Non
     """A worker whose parent lost the chain's lock (or died) leaves its level unpublished."""
     cfg = tiny(tmp_path)
     runner = Runner(cfg, build_trainer(cfg))
-    runner.holdings.owners[runner.paths.dense] = Owner("elsewhere", 1, "boot", "token")  # not the lock's holder
+    runner.holdings.owners[runner.paths.dense] = Owner(
+        "elsewhere", 1, "boot", "token"
+    )  # not the lock's holder
     with pytest.raises(
         PublishRefused, match="level 0 ticket was not moved into place: this run no longer holds"
     ):
@@ -217,3 +219,35 @@ def test_a_waiting_run_says_which_lock_and_the_run_leaves_no_temporary_file(tmp_
 def cfg_root(cfg: Config) -> Path:
     """The results root of a config."""
     return Path(cfg.root)
+
+
+def test_a_lock_left_by_a_killed_run_is_taken_over_with_a_line(tmp_path: Path) -> None:
+    """A run killed while holding the chain's lock leaves its lock file; the next run takes it over at
+    once (its owner is provably dead on this host) and says so."""
+    import json
+
+    from rl_tickets.chain.lock import BOOT_ID, HOST, LOCK_NAME
+
+    cfg = tiny(tmp_path / "results")
+    paths = ChainPaths.of(cfg)
+    dead = subprocess.run(
+        [sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True
+    )
+    paths.chain.mkdir(parents=True)
+    record = {
+        "host": HOST,
+        "pid": int(dead.stdout),
+        "boot_id": BOOT_ID,
+        "token": "killed",
+        "acquired": time.time(),
+    }
+    (paths.chain / LOCK_NAME).write_text(json.dumps(record))
+    lines: list[str] = []
+    Runner(cfg, build_trainer(cfg), say=lines.append).run()
+    assert is_complete(paths.level(1, "ticket"))
+    assert any(
+        line.startswith(f"took over the lock on {paths.chain} held by {HOST}:{int(dead.stdout)}")
+        and line.endswith(f"process {int(dead.stdout)} is gone")
+        for line in lines
+    ), lines
+    assert not (paths.chain / LOCK_NAME).exists()
