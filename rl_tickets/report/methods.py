@@ -5,8 +5,8 @@ environment, algorithm, hyperparameters and budget) form one *comparison*. Every
 a (method, density) cell: the ticket of an iterative chain at each level (``ticket/global``,
 ``ticket/erk``, ...), the run of a one-run schedule (``gradual/erk``, ``static/erk``, ``set/uniform``,
 ...), each trained control (``small_dense``, ``random_mask``, ...), and ``dense`` (level 0). Densities
-within 2% of each other are one density (an IMP level at 0.8^7 and an ERK mask drawn at 0.8^7 differ
-by rounding only). At each density every method is paired by seed with dense ("matches dense?") and
+within 5% of each other are one density (an IMP level at 0.8^7 and an ERK mask drawn at 0.8^7 differ
+by rounding only; small_dense's integer widths miss its target by up to a few percent on a 64x64 network). At each density every method is paired by seed with dense ("matches dense?") and
 with every other method ("better / worse / no difference"), by the same tests as the per-experiment
 verdicts (:func:`rl_tickets.report.stats.paired_verdict`, the metric's known range for tied seeds).
 A control trained beside several chains at one density (small_dense) keeps its first row per seed.
@@ -28,8 +28,8 @@ from rl_tickets.report.tables import SUBJECTS, ReportOptions, per_seed_table
 from rl_tickets.sparsity.supermask import SUPERMASK_CONTROLS
 
 DENSE = "dense"
-# Densities closer than this (relative) are the same density.
-SAME_DENSITY = 0.02
+# Densities closer than this (relative) are the same density; IMP levels are 25% apart.
+SAME_DENSITY = 0.05
 TABLE_COLUMNS = ["group", "method", "density", "seed", "value"]
 VERDICT_COLUMNS = [
     "group", "density", "method", "comparison", "question", "n", "diff_mean", "ci_low", "ci_high", "p_value",
