@@ -320,6 +320,14 @@ def test_duplicate_controls_are_trained_once_with_a_line() -> None:
         "controls: reinit given more than once; each is trained once: ['reinit', 'permute']",
     )
     assert deduplicated(["reinit"]) == (["reinit"], None)
+    # The engine too never schedules one level twice (two tasks would share one .partial directory).
+    from rl_tickets.chain.context import ChainContext
+    from rl_tickets.chain.schedule import chain_tasks
+
+    cfg = Config(controls=["reinit", "reinit"])
+    cfg.prune.levels = 2
+    keys = [task.key for task in chain_tasks(ChainContext(cfg, None))]  # type: ignore[arg-type]
+    assert keys == [(1, "ticket"), (1, "reinit"), (2, "ticket"), (2, "reinit")]
 
 
 def test_a_transfer_mask_of_floats_is_refused_before_anything_is_written(tmp_path: Path) -> None:

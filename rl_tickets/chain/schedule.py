@@ -20,14 +20,16 @@ def chain_tasks(chain: ChainContext) -> list[Task]:
     :param chain: the chain.
     """
     cfg = chain.cfg
+    # A control listed twice is one level: two tasks would train it at once into one .partial directory.
+    controls = list(dict.fromkeys(cfg.controls))
     if cfg.prune.schedule in ONE_RUN_SCHEDULES:  # one run (level 1); prune.levels=0: only the dense net
         # small_dense (the only control here) is matched to the schedule's target count, not its run.
-        runs = [cfg.prune.schedule, *cfg.controls] if cfg.prune.levels else []
+        runs = [cfg.prune.schedule, *controls] if cfg.prune.levels else []
         return [Task((1, variant)) for variant in runs]
     tasks = []
     for level in range(1, cfg.prune.levels + 1):
         tasks.append(Task((level, TICKET), after=((level - 1, TICKET),)))
         transfer = [TRANSFER] if cfg.transfer_from and transfer_mask_path(chain, level).exists() else []
-        for variant in [*cfg.controls, *transfer]:
+        for variant in [*controls, *transfer]:
             tasks.append(Task((level, variant), after=((level - 1, TICKET), (level - 1, variant))))
     return tasks
