@@ -5,8 +5,9 @@ from ``conf/zoo``), this trains the masked agent (our ``POLICIES`` class with a 
 applied by ``set_masks``) and the plain agent (SB3's ``"MlpPolicy"``) on the same env and seed, in
 alternating pairs (masked first, then plain first, ...), and times ``learn()`` alone. It reports the
 median masked/plain ratio of environment steps per second with its spread, and checks that after
-training the masked agent has exact zeros where its mask says (online and target networks) and that
-gradient updates happened.
+training the masked agent has exact zeros where its mask says (online and target networks), that
+gradient updates happened and that Adam's first moment is 0 at pruned positions (pruned weights get no
+gradient: it is zeroed during backward, before SB3 clips the norm).
 
 Exit status: 0 all good; 1 a masked weight is not zero, a mask drifted or no update happened;
 3 a median ratio is below ``--bar`` (not checked with ``--quick``).
@@ -39,7 +40,7 @@ from stable_baselines3.common.base_class import BaseAlgorithm
 from stable_baselines3.common.env_util import make_vec_env
 
 from rl_tickets.rl.agents import ACTIVATIONS, to_schedule
-from rl_tickets.rl.policies import POLICIES
+from rl_tickets.rl.policies import POLICIES, policy_optimizers
 from rl_tickets.sparsity.masks import Mask, dense_mask, density, is_target, online_name, read_mask, set_masks
 from rl_tickets.sparsity.pruning import PruneSpec, next_mask
 
@@ -210,7 +211,8 @@ def check_masked(model: BaseAlgorithm, mask: Mask, before: dict[str, torch.Tenso
     """Invariant violations of a trained masked agent; empty when everything holds.
 
     Every pruned weight is exactly 0.0 in the online network and its target twin, the mask buffers
-    still hold the mask, gradient updates happened and live weights moved.
+    still hold the mask, gradient updates happened, live weights moved and Adam's first moment is 0
+    at pruned positions.
 
     :param model: the trained masked agent.
     :param mask: the mask applied before training.
@@ -238,6 +240,13 @@ def check_masked(model: BaseAlgorithm, mask: Mask, before: dict[str, torch.Tenso
     problems += [
         f"target network {t} not found or not masked" for t in TARGETS[algo] if t not in checked_targets
     ]
+    # Pruned weights have no gradient, so Adam's first moment stays exactly 0 there (issue 20).
+    named = dict(policy.named_parameters())
+    for optimizer in policy_optimizers(policy):
+        for name in mask:
+            state = optimizer.state.get(named[name], {})
+            if "exp_avg" in state and state["exp_avg"].detach().cpu()[~mask[name]].count_nonzero():
+                problems.append(f"{name}: Adam's exp_avg is not 0 at pruned positions")
     return problems
 
 

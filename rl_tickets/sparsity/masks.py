@@ -261,20 +261,24 @@ class _GradientMasks:
 
 
 class _MaskGradient:
-    """The post-accumulate-grad hook of one parameter (a class, not a closure: copies stay picklable)."""
+    """One parameter's post-accumulate-grad hook (a class: copies stay picklable). It reads the layer's
+    buffer dict, the same object for the module's life, not the slow ``nn.Module.__getattr__``."""
+
+    __slots__ = ("owner", "index", "name", "buffers", "key")
 
     def __init__(self, owner: _GradientMasks, index: int) -> None:
-        self.owner, self.index = owner, index
+        name, layer, attr = owner.slots[index]
+        self.owner, self.index, self.name = owner, index, name
+        self.buffers, self.key = layer._buffers, f"{attr}_mask"
 
     def __call__(self, param: torch.Tensor) -> None:
         grad, owner = param.grad, self.owner
         if grad is None:
             return
-        name, layer, attr = owner.slots[self.index]
         if owner.tap is not None:
-            owner.tap(name, grad)
+            owner.tap(self.name, grad)
         if owner.pruned[self.index]:
-            grad.mul_(getattr(layer, f"{attr}_mask"))
+            grad.mul_(self.buffers[self.key])
 
 
 def set_gradient_tap(module: nn.Module, tap: GradientTap | None) -> None:
