@@ -94,7 +94,9 @@ def findings_markdown(experiments: list[Experiment], options: ReportOptions) -> 
         out.append(f"## {labels.get(group, group)}\n")
         dense = in_group[in_group["method"] == DENSE]["value"]
         out.append(f"dense: {fmt_num(dense.mean())} ± {fmt_num(dense.std())} (n={len(dense)})\n")
-        densities = sorted(in_group.loc[in_group["method"] != DENSE, "density"].unique(), reverse=True)
+        # The densities where methods meet (an IMP chain's other levels have the ticket alone).
+        methods_at = in_group[in_group["method"] != DENSE].groupby("density")["method"].nunique()
+        densities = sorted(methods_at.index[methods_at > 1], reverse=True)
         methods = [m for m in ORDER if m in set(in_group["method"])]
         methods += sorted(set(in_group["method"]) - set(methods) - {DENSE})
         rows = []
