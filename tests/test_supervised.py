@@ -37,6 +37,7 @@ COLUMNS = [
     "test_accuracy",
     "val_loss_min",
     "train_s",
+    "empty_layers",  # layers with no live weight (issue 20); supervised nets have no actor/critic roles
 ]
 
 
