@@ -482,3 +482,14 @@ def test_the_job_runs_the_analysis_and_a_chain_chosen_by_it(
     choice = json.loads((chain / CHOICE_FILE).read_text())
     assert choice["rewind.step"] == 0 and choice["analysis"] == str(seed_dir)
     assert (chain / "levels.csv").is_file()
+
+
+def test_stability_keys_apply_to_the_analysis_and_to_rewind_auto(tmp_path: Path) -> None:
+    """``rewind.auto=true`` finds its analysis by the same ``stability.*`` keys, so they may be given."""
+    from rl_tickets.cli.applicability import check_applicable
+
+    chain_cfg = learner_config(rl_config(tmp_path, "ppo"))
+    auto = replace(chain_cfg, rewind=replace(chain_cfg.rewind, auto=True))
+    check_applicable(auto, ["rewind.auto", "stability.steps"])
+    with pytest.raises(ConfigError, match="stability.steps applies only to"):
+        check_applicable(chain_cfg, ["stability.steps"])

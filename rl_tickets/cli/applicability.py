@@ -59,7 +59,12 @@ RULES = (
         lambda cfg: any(c in SUPERMASKS for c in cfg.controls),
         f"controls that include {' or '.join(SUPERMASKS)}",
     ),
-    Rule(("stability",), lambda cfg: cfg.task == "stability", "task=stability"),
+    # rewind.auto reads the analysis of the same stability.* settings (rl_tickets.stability.choose).
+    Rule(
+        ("stability",),
+        lambda cfg: cfg.task == "stability" or cfg.rewind.auto,
+        "task=stability, rewind.auto=true",
+    ),
     Rule(("retrain.finetune_lr",), lambda cfg: cfg.retrain.mode == "finetune", "retrain.mode=finetune"),
     Rule(("env.normalize_kwargs",), lambda cfg: cfg.env.normalize, "env.normalize=true"),
 )
