@@ -10,31 +10,16 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 
 
-def test_a_wheel_install_runs_the_default_job_config_from_another_directory(tmp_path: Path) -> None:
+def test_a_wheel_install_runs_the_default_job_config_from_another_directory(
+    tmp_path: Path, built_wheel: Path
+) -> None:
     """Every sub-package and the Hydra configs (conf/ as rl_tickets.conf) ship in the wheel."""
-    wheels = tmp_path / "wheels"
-    subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "pip",
-            "wheel",
-            "-q",
-            "--no-deps",
-            "--no-build-isolation",
-            str(ROOT),
-            "-w",
-            str(wheels),
-        ],
-        check=True,
-        cwd=tmp_path,
-    )
     env_dir = tmp_path / "venv"
     # System site packages provide the dependencies (torch, SB3, Hydra: nothing is downloaded); the
     # venv's own site-packages come first, so rl_tickets is imported from the wheel, not this checkout.
     venv.EnvBuilder(system_site_packages=True, with_pip=False).create(env_dir)
     python = env_dir / "bin" / "python"
-    wheel = next(wheels.glob("rl_tickets-*.whl"))
+    wheel = built_wheel
     subprocess.run(
         [sys.executable, "-m", "pip", "--python", str(python), "install", "-q", "--no-deps", str(wheel)],
         check=True,

@@ -5,8 +5,6 @@ licence and classifiers, and CITATION.cff and the changelog name the version pyp
 from __future__ import annotations
 
 import email
-import subprocess
-import sys
 import zipfile
 from pathlib import Path
 
@@ -19,26 +17,9 @@ PYPROJECT = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]
 
 
 @pytest.fixture(scope="module")
-def wheel(tmp_path_factory: pytest.TempPathFactory) -> zipfile.ZipFile:
-    """The wheel pip builds from this checkout (no download: the installed setuptools builds it)."""
-    out = tmp_path_factory.mktemp("wheel")
-    subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "pip",
-            "wheel",
-            "-q",
-            "--no-deps",
-            "--no-build-isolation",
-            str(ROOT),
-            "-w",
-            str(out),
-        ],
-        check=True,
-        cwd=out,
-    )
-    return zipfile.ZipFile(next(out.glob("rl_tickets-*.whl")))
+def wheel(built_wheel: Path) -> zipfile.ZipFile:
+    """The wheel pip builds from this checkout (tests/conftest.py)."""
+    return zipfile.ZipFile(built_wheel)
 
 
 def test_the_wheel_ships_type_hints_launchers_and_licences(wheel: zipfile.ZipFile) -> None:
