@@ -493,3 +493,35 @@ def test_stability_keys_apply_to_the_analysis_and_to_rewind_auto(tmp_path: Path)
     check_applicable(auto, ["rewind.auto", "stability.steps"])
     with pytest.raises(ConfigError, match="stability.steps applies only to"):
         check_applicable(chain_cfg, ["stability.steps"])
+
+
+def test_the_command_line_recipe(tmp_path: Path) -> None:
+    """The README's two commands, as a user types them: the analysis, then a chain rewound to its k."""
+    import subprocess
+    import sys
+
+    common = [
+        "data=digits",
+        "train.iterations=100",
+        "eval.every=50",
+        "stability.steps=[0,0.5]",
+        "stability.levels=[0]",
+        "logger.mode=disabled",
+        f"root={tmp_path}",
+    ]
+    analysis = [sys.executable, "-m", "rl_tickets", "task=stability", "stability.of=supervised", *common]
+    done = subprocess.run(analysis, capture_output=True, text=True, timeout=600)
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert "instability" in done.stdout
+    chain = [
+        sys.executable,
+        "-m",
+        "rl_tickets",
+        "task=supervised",
+        "rewind.auto=true",
+        "stability.threshold=10",
+    ]
+    done = subprocess.run([*chain, "prune.levels=1", *common], capture_output=True, text=True, timeout=600)
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert "rewind.auto: rewind.step=0 for seed 0" in done.stdout
+    assert len(list(tmp_path.glob(f"chains/*/seed_0/{CHOICE_FILE}"))) == 1

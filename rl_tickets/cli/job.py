@@ -159,15 +159,16 @@ def run_job(cfg: Config, multirun: bool = False, live: bool = False, given: Sequ
     :return: the chain directory.
     """
     if cfg.task == "stability":
-        return run_stability(cfg, multirun)
+        return run_stability(cfg, multirun, given)
     check_paths(cfg)  # before anything looks at the file system through them
     validate(cfg)
+    check_values(cfg)
+    # Before rewind.auto is resolved: the stability.* keys that find its analysis apply to it.
+    check_applicable(cfg, given)
     choice = None
     if cfg.rewind.auto:  # resolved before anything is hashed: the chain with that step written out
         cfg, choice = resolve_auto(cfg)
         say(f"rewind.auto: rewind.step={cfg.rewind.step} for seed {cfg.seed}, from {choice['analysis']}", log)
-    check_values(cfg)
-    check_applicable(cfg, given)
     controls, repeated = deduplicated(cfg.controls)
     cfg, lowered = lower_to_cores(replace(cfg, controls=controls), available_cores())
     for line in [*([repeated] if repeated else []), *lowered, *notes(cfg)]:
@@ -209,15 +210,18 @@ def run_job(cfg: Config, multirun: bool = False, live: bool = False, given: Sequ
     return chain
 
 
-def run_stability(cfg: Config, multirun: bool = False) -> Path:
+def run_stability(cfg: Config, multirun: bool = False, given: Sequence[str] = ()) -> Path:
     """``task=stability``: check, build the analysed task's trainer, run (or resume) this seed's analysis.
 
     :param cfg: the composed config.
     :param multirun: part of a sweep (one torch thread per job unless ``threads`` says otherwise; no table).
+    :param given: the keys set on the command line (settings that do not apply to the task are refused).
     :return: the analysis's seed directory.
     """
+    check_paths(cfg)
     validate(cfg)
     check_settings(cfg)
+    check_applicable(cfg, given)
     learner = learner_config(cfg)
     check_values(learner)
     torch.set_num_threads(threads_for(learner, multirun))
