@@ -158,7 +158,7 @@ def write_figures(analysis: Path, out: Path | None = None, title: str = "") -> p
         return pd.DataFrame()
     summary = summarise(instability)
     summary.to_csv(out / SUMMARY_CSV, index=False)
-    title = title or f"instability analysis {analysis.name}"
+    title = title or f"instability analysis: {analysis_title(analysis)}"
     plot_paths(read_all(analysis, STABILITY_CSV), out / FIGURES[0], title)
     plot_instability(instability, out / FIGURES[1], title)
     return summary
