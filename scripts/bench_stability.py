@@ -2,8 +2,9 @@
 
 For each task (``ppo``: the default job, PPO on CartPole-v1 with rl-baselines3-zoo's settings, 100,000
 steps, 10 evaluation episodes every 25,000 steps; ``lenet``: ``experiment=lth_lenet_mnist5k``,
-LeNet-300-100 on mnist5k, 3,000 iterations), each round times, in an order that alternates from round
-to round:
+LeNet-300-100 on mnist5k, 3,000 iterations), each round times a level, a pair and a level again (the
+level's cost is the mean of the two that bracket the pair, so load that drifts during a round hits both
+sides alike):
 
 - ``level``: :meth:`Trainer.train` of the dense level from a fresh network over the whole budget, with
   its periodic and final evaluations and its saving: what one level of a chain costs to train;
@@ -75,15 +76,10 @@ def initial_snapshot(trainer: Trainer, directory: Path, seed: int) -> Path:
 
 
 def one_round(
-    trainer: Trainer,
-    pairs: Trainer,
-    start: Path,
-    root: Path,
-    seed: int,
-    clock: Callable[[], float],
-    level_first: bool,
+    trainer: Trainer, pairs: Trainer, start: Path, root: Path, seed: int, clock: Callable[[], float]
 ) -> dict[str, float]:
-    """Time one level and one pair (k = 0, dense) in the given order.
+    """Time a level, a pair (k = 0, dense) and a level again: the level's cost is the mean of the two
+    that bracket the pair, so a load that drifts during the round hits both sides alike.
 
     :param trainer: the task's trainer (a chain's levels).
     :param pairs: the trainer of the copies (as ``task=stability`` builds it: evaluation at the end only).
@@ -91,30 +87,30 @@ def one_round(
     :param root: a scratch directory for this round.
     :param seed: the round's seed.
     :param clock: the clock.
-    :param level_first: time the level before the pair.
     """
-    times: dict[str, float] = {}
     evaluator = EVALUATORS[task_of(pairs)](pairs)
-
-    def level() -> None:
-        (root / "level").mkdir(parents=True)
+    levels = []
+    for side in ("before", "after"):
+        if side == "after":
+            spec = PairSpec(0, 0, start, None, None, 1.0, (seed + 1, seed + 2))
+            began = clock()
+            train_pair(pairs, spec, root / "pair", start.parent)
+            trained = clock()
+            evaluate_path(root / "pair", evaluator, pairs.checkpoint_name, None, alphas(11))
+            path, pair = clock() - trained, clock() - began
+        (root / side).mkdir(parents=True)
         began = clock()
-        trainer.train(LevelPlan(start=None, steps=trainer.budget, mask=None, seed=seed), root / "level")
-        times["level"] = clock() - began
-
-    def pair() -> None:
-        spec = PairSpec(0, 0, start, None, None, 1.0, (seed + 1, seed + 2))
-        began = clock()
-        train_pair(pairs, spec, root / "pair", start.parent)
-        trained = clock()
-        evaluate_path(root / "pair", evaluator, trainer.checkpoint_name, None, alphas(11))
-        times["path"] = clock() - trained
-        times["pair"] = clock() - began
-
-    for step in (level, pair) if level_first else (pair, level):
-        step()
-    times["ratio"] = times["pair"] / times["level"]
-    return times
+        trainer.train(LevelPlan(start=None, steps=trainer.budget, mask=None, seed=seed), root / side)
+        levels.append(clock() - began)
+    level = sum(levels) / 2
+    return {
+        "level_before": levels[0],
+        "level_after": levels[1],
+        "level": level,
+        "path": path,
+        "pair": pair,
+        "ratio": pair / level,
+    }
 
 
 def task_of(trainer: Trainer) -> str:
@@ -138,7 +134,7 @@ def bench(task: str, rounds: int, clock: Callable[[], float], extra: list[str]) 
         results = []
         for i in range(rounds):
             where = Path(scratch) / f"round_{i}"
-            results.append(one_round(trainer, pairs, start, where, cfg.seed + i, clock, i % 2 == 0))
+            results.append(one_round(trainer, pairs, start, where, cfg.seed + i, clock))
             print(
                 f"{task} round {i}: " + ", ".join(f"{k} {v:.2f}" for k, v in results[-1].items()), flush=True
             )
