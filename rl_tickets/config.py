@@ -381,4 +381,3 @@ def validate(cfg: Config) -> None:
         raise ConfigError(f"workers={cfg.workers} must be >= 1 (local processes training variants at once)")
     if cfg.device not in ("auto", "cpu") and not cfg.device.startswith("cuda"):
         raise ConfigError(f"device={cfg.device!r} is not valid; choose auto, cpu, cuda or cuda:N")
-
