@@ -21,7 +21,7 @@ import torch
 from stable_baselines3.common.base_class import BaseAlgorithm
 from stable_baselines3.common.env_util import make_vec_env
 from stable_baselines3.common.vec_env import VecNormalize
-from tiny import tiny_config
+from tiny import ENVS, tiny_config
 
 from rl_tickets.chain.runner import Runner
 from rl_tickets.config import EnvConfig, PruneConfig, RewindConfig
@@ -41,13 +41,6 @@ from rl_tickets.seeds import seed_for
 from rl_tickets.sparsity.masks import Mask, read_mask, save_mask, set_masks
 
 REPO = Path(__file__).resolve().parents[1]
-ENVS = {
-    "ppo": "CartPole-v1",
-    "a2c": "CartPole-v1",
-    "dqn": "CartPole-v1",
-    "sac": "Pendulum-v1",
-    "td3": "Pendulum-v1",
-}
 CALLS = 5  # timed calls per form in tests: the numbers are not asserted, only their presence
 N_OBS = 1000
 

@@ -20,9 +20,9 @@ from typing import Any
 
 import pytest
 import torch
-from stable_baselines3 import A2C, DQN, PPO, SAC, TD3
 from stable_baselines3.common.base_class import BaseAlgorithm
 from stable_baselines3.common.save_util import load_from_zip_file
+from tiny import ALGOS, CLASSES, ENVS
 from torch import nn
 
 from rl_tickets.config import AlgoConfig, EnvConfig, EvalConfig, TrainConfig
@@ -43,15 +43,6 @@ from rl_tickets.timing import Stopwatch
 
 torch.set_num_threads(1)
 
-ALGOS = ("ppo", "a2c", "dqn", "sac", "td3")
-CLASSES: dict[str, type[BaseAlgorithm]] = {"ppo": PPO, "a2c": A2C, "dqn": DQN, "sac": SAC, "td3": TD3}
-ENVS = {
-    "ppo": "CartPole-v1",
-    "a2c": "CartPole-v1",
-    "dqn": "CartPole-v1",
-    "sac": "Pendulum-v1",
-    "td3": "Pendulum-v1",
-}
 HYPERPARAMS: dict[str, dict[str, Any]] = {
     "ppo": dict(n_steps=64, batch_size=32, n_epochs=2),
     "a2c": dict(n_steps=8),

@@ -22,8 +22,8 @@ import gymnasium as gym
 import numpy as np
 import pytest
 import torch
-from stable_baselines3 import A2C, DQN, PPO, SAC, TD3
 from stable_baselines3.common.base_class import BaseAlgorithm
+from tiny import ALGOS, CLASSES, ENVS
 from torch import nn
 from torch.nn.utils import prune as torch_prune
 
@@ -41,15 +41,6 @@ from rl_tickets.sparsity.pruning import PruneSpec, next_mask
 
 torch.set_num_threads(1)  # tiny networks on a shared 2-core machine: one thread is fastest
 
-ALGOS = ("ppo", "a2c", "dqn", "sac", "td3")
-CLASSES: dict[str, type[BaseAlgorithm]] = {"ppo": PPO, "a2c": A2C, "dqn": DQN, "sac": SAC, "td3": TD3}
-ENVS = {
-    "ppo": "CartPole-v1",
-    "a2c": "CartPole-v1",
-    "dqn": "CartPole-v1",
-    "sac": "Pendulum-v1",
-    "td3": "Pendulum-v1",
-}
 # Small budgets with the update machinery brought forward so updates and target updates happen.
 HYPERPARAMS: dict[str, dict[str, Any]] = {
     "ppo": dict(n_steps=64, batch_size=32, n_epochs=2),

@@ -24,9 +24,8 @@ import gymnasium as gym
 import numpy as np
 import pytest
 import torch
-from stable_baselines3 import A2C, DQN, PPO, SAC, TD3
 from stable_baselines3.common.base_class import BaseAlgorithm
-from tiny import tiny_config
+from tiny import CLASSES, ENVS, tiny_config
 from torch import nn
 
 from rl_tickets.chain.runner import Runner
@@ -226,14 +225,6 @@ def test_an_update_zeroes_grown_weights_and_their_moments_and_targets_follow(met
 
 
 # ---- all five algorithms: the invariant through training, a save and a load ---------------------
-CLASSES: dict[str, type[BaseAlgorithm]] = {"ppo": PPO, "a2c": A2C, "dqn": DQN, "sac": SAC, "td3": TD3}
-ENVS = {
-    "ppo": "CartPole-v1",
-    "a2c": "CartPole-v1",
-    "dqn": "CartPole-v1",
-    "sac": "Pendulum-v1",
-    "td3": "Pendulum-v1",
-}
 # Budgets and update periods small enough for a test, with updates and target updates really happening.
 HYPERPARAMS: dict[str, dict[str, Any]] = {
     "ppo": dict(n_steps=64, batch_size=32, n_epochs=2),

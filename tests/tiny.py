@@ -1,5 +1,6 @@
 """One builder for the tiny, validated CartPole configs the RL tests train (W&B off, CPU, no eval curve),
-and a reader of levels.csv without its time columns (which differ between identical runs)."""
+a reader of levels.csv without its time columns (which differ between identical runs), and the SB3
+classes and environments the per-algorithm tests share."""
 
 from __future__ import annotations
 
@@ -8,6 +9,9 @@ import csv
 from dataclasses import replace
 from pathlib import Path
 from typing import Any
+
+from stable_baselines3 import A2C, DQN, PPO, SAC, TD3
+from stable_baselines3.common.base_class import BaseAlgorithm
 
 from rl_tickets.chain.tables import TIME_COLUMNS
 from rl_tickets.config import (
@@ -21,6 +25,17 @@ from rl_tickets.config import (
     TrainConfig,
     validate,
 )
+
+# The five algorithms, their SB3 classes and the smallest environment each acts in.
+ALGOS = ("ppo", "a2c", "dqn", "sac", "td3")
+CLASSES: dict[str, type[BaseAlgorithm]] = {"ppo": PPO, "a2c": A2C, "dqn": DQN, "sac": SAC, "td3": TD3}
+ENVS = {
+    "ppo": "CartPole-v1",
+    "a2c": "CartPole-v1",
+    "dqn": "CartPole-v1",
+    "sac": "Pendulum-v1",
+    "td3": "Pendulum-v1",
+}
 
 
 def tiny_config(
