@@ -129,16 +129,7 @@ def method_verdicts(
             pairs = [(m, DENSE, "matches", values[m], dense) for m in methods]
             pairs += [(a, b, "beats", values[a], values[b]) for a, b in itertools.combinations(methods, 2)]
             for method, other, question, mine, theirs in pairs:
-                result = stats.paired_verdict(
-                    mine,
-                    theirs,
-                    options.min_seeds,
-                    question=question,  # type: ignore[arg-type]
-                    tolerance=options.tolerance,
-                    alpha=options.alpha,
-                    test=options.test,
-                    bounds=bounds,
-                )
+                result = options.verdict(mine, theirs, question, bounds)
                 rows.append(
                     {
                         "group": group,

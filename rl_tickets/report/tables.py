@@ -39,6 +39,27 @@ class ReportOptions:
     holm: bool = False
     metric: str = DEFAULT_METRIC
 
+    def verdict(
+        self, mine: np.ndarray, theirs: np.ndarray, question: str, bounds: tuple[float, float] | None
+    ) -> stats.PairedResult:
+        """The paired verdict of ``mine`` against ``theirs`` under these options.
+
+        :param mine: per-seed values of the subject.
+        :param theirs: per-seed values of the comparison, paired by seed.
+        :param question: ``beats`` or ``matches``.
+        :param bounds: the metric's known range, if any (:mod:`rl_tickets.report.ranges`).
+        """
+        return stats.paired_verdict(
+            mine,
+            theirs,
+            self.min_seeds,
+            question=question,  # type: ignore[arg-type]
+            tolerance=self.tolerance,
+            alpha=self.alpha,
+            test=self.test,
+            bounds=bounds,
+        )
+
 
 def per_seed_table(exp: Experiment, metric: str = DEFAULT_METRIC) -> pd.DataFrame:
     """One row per (seed, level, variant) with ``density`` and ``value`` (the metric).
@@ -191,16 +212,7 @@ def verdict_table(
             )
             comparisons.append((UNTRAINED_MASKS, "beats", supermask, random_supermask))
         for name, question, mine, other in comparisons:
-            result = stats.paired_verdict(
-                mine,
-                other,
-                options.min_seeds,
-                question=question,
-                tolerance=options.tolerance,
-                alpha=options.alpha,
-                test=options.test,
-                bounds=bounds,
-            )
+            result = options.verdict(mine, other, question, bounds)
             rows.append(
                 {
                     "level": level,
