@@ -14,9 +14,11 @@ from typing import Any
 import numpy as np
 import pytest
 import torch
+from omegaconf import OmegaConf
 
 from rl_tickets.chain.store import ChainPaths
 from rl_tickets.cli.job import run_job
+from rl_tickets.cli.sweep_summary import sweep_chain_dirs
 from rl_tickets.config import (
     AlgoConfig,
     Config,
@@ -454,6 +456,31 @@ def test_rewind_auto_gives_the_chain_with_that_step_written_out(
     step = resolve_auto(strict)[0].rewind.step
     written = replace(learner_config(cfg), rewind=replace(cfg.rewind, step=step))
     assert ChainPaths.of(resolve_auto(strict)[0]) == ChainPaths.of(written)
+
+
+def test_the_sweep_summary_finds_the_chain_rewind_auto_chose(
+    supervised_run: tuple[Config, Path, Trainer], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A sweep of ``rewind.auto=true`` jobs is summarised from the chains with the chosen step written out."""
+    cfg, seed_dir, _ = supervised_run
+    auto = replace(learner_config(cfg), rewind=replace(cfg.rewind, auto=True))
+    latest = max(taken_steps(seed_dir))
+    assert latest > 0
+    # Whatever the tiny analysis measured, let it choose its latest k: the chain then differs from k=0's.
+    monkeypatch.setattr("rl_tickets.stability.choose.choose_step", lambda *_: latest)
+    job = tmp_path / "sweep" / "0" / ".hydra"
+    job.mkdir(parents=True)
+    (job / "config.yaml").write_text(OmegaConf.to_yaml(OmegaConf.structured(auto)))
+    chosen = ChainPaths.of(resolve_auto(auto)[0]).chain
+    assert chosen != ChainPaths.of(auto).chain and not chosen.exists()
+    assert sweep_chain_dirs(tmp_path / "sweep") == []  # that chain has not run
+    chosen.mkdir(parents=True)
+    try:
+        (chosen / "levels.csv").write_text("level\n")
+        assert sweep_chain_dirs(tmp_path / "sweep") == [chosen]
+    finally:
+        (chosen / "levels.csv").unlink()
+        chosen.rmdir()
 
 
 def test_rewind_auto_without_an_analysis_is_one_line(tmp_path: Path) -> None:

@@ -18,7 +18,8 @@ from hydra.experimental.callback import Callback
 from omegaconf import DictConfig, OmegaConf
 
 from rl_tickets.cli.console import fmt_value, text_table
-from rl_tickets.config import Config
+from rl_tickets.config import Config, ConfigError
+from rl_tickets.stability.choose import resolve_auto
 
 log = logging.getLogger(__name__)
 
@@ -41,6 +42,12 @@ def sweep_chain_dirs(sweep_dir: Path) -> list[Path]:
         except Exception as error:  # omegaconf raises several types on a foreign or partial file
             log.warning("sweep summary: skipping %s (%s)", saved, error)
             continue
+        if cfg.rewind.auto:  # the job ran the chain with the step its analysis chose: find that chain
+            try:
+                cfg, _ = resolve_auto(cfg)
+            except ConfigError as error:  # the job itself stopped on the same line before training
+                log.warning("sweep summary: skipping %s (%s)", saved, error)
+                continue
         chain = ChainPaths.of(cfg).chain
         if (chain / "levels.csv").is_file():
             chains[chain] = None
