@@ -31,7 +31,15 @@ from rl_tickets.cli.job import run_job
 from rl_tickets.cli.objective import objective
 from rl_tickets.cli.preflight import unknown_keys
 from rl_tickets.cli.resume import interrupted_line, stopped_line
-from rl_tickets.cli.stops import Interrupted, exit_code, os_error_line, signal_name, sigterm_interrupts
+from rl_tickets.cli.stops import (
+    Interrupted,
+    acknowledge,
+    exit_code,
+    interrupts,
+    os_error_line,
+    raise_pending,
+    signal_name,
+)
 from rl_tickets.config import Config, ConfigError, register_schemas
 from rl_tickets.trainers import UserError
 
@@ -85,6 +93,7 @@ def app(composed: DictConfig) -> float:
         cfg = _config(composed)
         given = given_keys(HydraConfig.get().overrides.task)  # what the user set (not the defaults)
         chain = run_job(cfg, multirun=multirun, live=sys.stdout.isatty() and not multirun, given=given)
+        raise_pending()  # an interrupt a library swallowed still stops the job with its own line and status
         return objective(chain, cfg.objective, cfg.prune.levels)
     except (ConfigError, UserError) as error:
         _remove_hydra_dir(Path(composed.root))
@@ -98,6 +107,7 @@ def app(composed: DictConfig) -> float:
     except (KeyboardInterrupt, Interrupted) as error:
         if cfg is None:
             raise  # nothing started: main() says so
+        acknowledge()
         print(interrupted_line(cfg, signal_name(error), sys.argv[1:]), file=sys.stderr)
         sys.exit(exit_code(error))
 
@@ -113,7 +123,7 @@ def main() -> None:
     sys.argv = [sys.argv[0], *argv]
     register_schemas()
     register_help_resolvers()
-    with sigterm_interrupts(), command_line.hydra_raises() as catching:
+    with interrupts(), command_line.hydra_raises() as catching:
         try:
             app()
         except (HydraException, OmegaConfBaseException) as error:

@@ -19,6 +19,7 @@ import torch
 from tiny import levels_without_time
 from wandb_records import of_type, offline_runs
 
+from rl_tickets.cli.stops import interrupts, raise_pending
 from rl_tickets.sparsity.masks import load_mask
 
 TINY = [
@@ -187,3 +188,23 @@ def test_a_level_found_on_disk_says_found_not_a_training_line(capsys: pytest.Cap
     found, trained = capsys.readouterr().out.splitlines()
     assert found == "[ppo_cartpole seed=0] level 1/3 ticket        found: density=0.8000 eval_return_mean=500"
     assert "elapsed" in trained and "1234 steps/s" in trained and "found" not in trained
+
+
+class _SignalsWhileCollected:
+    """An object whose ``__del__`` receives a signal: Python prints "Exception ignored" and goes on."""
+
+    def __del__(self) -> None:
+        os.kill(os.getpid(), signal.SIGINT)
+
+
+@pytest.mark.filterwarnings("ignore::pytest.PytestUnraisableExceptionWarning")  # the swallowing, on purpose
+def test_an_interrupt_swallowed_in_a_finalizer_is_raised_again() -> None:
+    """W&B's teardown runs weakref callbacks; an interrupt landing there must still stop the job."""
+    before = signal.getsignal(signal.SIGINT)
+    with interrupts():
+        raise_pending()  # nothing pending: nothing raised
+        _SignalsWhileCollected()  # collected at once: the KeyboardInterrupt is swallowed
+        with pytest.raises(KeyboardInterrupt):
+            raise_pending()
+        raise_pending()  # raised once only
+    assert signal.getsignal(signal.SIGINT) is before

@@ -1,9 +1,14 @@
 """How a job stops early: interrupts (Ctrl-C, SIGTERM) and OS errors, each as one line and an exit code.
 
-SIGINT arrives as :class:`KeyboardInterrupt`; :func:`sigterm_interrupts` makes SIGTERM (what ``kill``,
-SLURM and container runtimes send) arrive the same way, as :class:`Interrupted`, so both unwind
-through ``finally`` blocks (W&B runs are finished as failed, the progress bar stops) instead of
-killing the process mid-write. Exit codes follow the shell: 128 + the signal number.
+SIGINT arrives as :class:`KeyboardInterrupt`; :func:`interrupts` makes SIGTERM (what ``kill``, SLURM
+and container runtimes send) arrive the same way, as :class:`Interrupted`, so both unwind through
+``finally`` blocks (W&B runs are finished as failed, the progress bar stops) instead of killing the
+process mid-write. Exit codes follow the shell: 128 + the signal number.
+
+Python cannot deliver an exception raised while it runs a ``__del__`` method or a weakref callback (it
+prints "Exception ignored" and goes on): an interrupt that lands there, e.g. in W&B's teardown, would be
+lost and the job would end with status 0. So :func:`interrupts` also records every signal it raises,
+and :func:`raise_pending` raises a recorded one again where the job can act on it.
 
 Writing results can fail for reasons the user fixes outside rl_tickets (a full disk, a read-only or
 foreign directory): :func:`os_error_line` says what happened and what to do. Nothing half-written is
@@ -41,19 +46,45 @@ class Interrupted(BaseException):
         self.signum = signum
 
 
+# Signals raised by the handler and not yet acted on (see raise_pending).
+_pending: list[int] = []
+
+
+def _interrupt(signum: int) -> BaseException:
+    """The exception a signal raises: KeyboardInterrupt for SIGINT (as Python does), else Interrupted."""
+    return KeyboardInterrupt() if signum == signal.SIGINT else Interrupted(signum)
+
+
 def _raise(signum: int, frame: FrameType | None) -> None:
-    """Signal handler: raise :class:`Interrupted` in the main thread."""
-    raise Interrupted(signum)
+    """Signal handler: record the signal and raise its interrupt in the main thread."""
+    _pending.append(signum)
+    raise _interrupt(signum)
 
 
 @contextmanager
-def sigterm_interrupts() -> Iterator[None]:
-    """Within the block, SIGTERM raises :class:`Interrupted` (the previous handler is restored after)."""
-    previous = signal.signal(signal.SIGTERM, _raise)
+def interrupts() -> Iterator[None]:
+    """Within the block, SIGINT raises KeyboardInterrupt and SIGTERM :class:`Interrupted`, each recorded
+    for :func:`raise_pending` (the previous handlers are restored after)."""
+    previous = {signum: signal.signal(signum, _raise) for signum in (signal.SIGINT, signal.SIGTERM)}
     try:
         yield
     finally:
-        signal.signal(signal.SIGTERM, previous)
+        for signum, handler in previous.items():
+            signal.signal(signum, handler)
+
+
+def acknowledge() -> None:
+    """The job has acted on its interrupts (it is stopping because of them): forget them."""
+    _pending.clear()
+
+
+def raise_pending() -> None:
+    """Raise again the last interrupt :func:`interrupts` raised if nothing acted on it (it was swallowed
+    in a ``__del__`` or a weakref callback, so the job went on as if it had not come)."""
+    if _pending:
+        signum = _pending[-1]
+        _pending.clear()
+        raise _interrupt(signum)
 
 
 def interrupt_signal(error: BaseException) -> signal.Signals | None:
