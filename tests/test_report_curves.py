@@ -4,6 +4,7 @@ and the headline metrics final, best and auc computed from constructed evaluatio
 from __future__ import annotations
 
 import json
+import shutil
 from pathlib import Path
 
 import numpy as np
@@ -13,8 +14,10 @@ import torch
 
 from rl_tickets.report import main, stats
 from rl_tickets.report.curves import CURVE_COLUMNS
+from rl_tickets.report.loading import load_chain
 from rl_tickets.report.metrics import auc_of, best_of, level_metric
 from rl_tickets.report.ranges import metric_bounds
+from rl_tickets.report.records import dense_dir, level_dirs
 from rl_tickets.report.tables import ReportOptions, verdict_table
 
 SEEDS = (0, 1)
@@ -271,3 +274,24 @@ def test_bounds_decide_tied_seeds(tmp_path: Path) -> None:
     # 5 tied seeds cannot reach 2.5% (that needs about 80 at this margin), but they count for something.
     assert 0.025 < known["p_value"] < 1.0 and known["verdict"] == "inconclusive"
     assert (known["low"], known["high"]) == (0.0, 500.0)
+
+
+def test_a_copied_root_reads_its_own_dense_level(tmp_path: Path) -> None:
+    """meta.json records the dense level's absolute path; a copy of the root (another machine, a backup)
+    reads the dense level beside its own chain, not the original's, even while the original exists."""
+    original, copy = tmp_path / "original", tmp_path / "copy"
+    build_root(original)
+    for seed in SEEDS:
+        meta_path = original / "chains" / "c0ffee000000" / f"seed_{seed}" / "meta.json"
+        meta = json.loads(meta_path.read_text())
+        meta["dense_dir"] = str(original / "dense" / "dense0000000" / f"seed_{seed}")
+        meta_path.write_text(json.dumps(meta))
+    shutil.copytree(original, copy)
+    chain = load_chain(copy / "chains" / "c0ffee000000" / "seed_0")
+    assert chain is not None
+    assert dense_dir(chain) == copy / "dense" / "dense0000000" / "seed_0"
+    assert (
+        level_dirs(chain)[(0, "ticket")] == copy / "dense" / "dense0000000" / "seed_0" / "level_00" / "ticket"
+    )
+    shutil.rmtree(copy / "dense")  # a copy of the chains alone still finds the recorded dense level
+    assert dense_dir(chain) == original / "dense" / "dense0000000" / "seed_0"

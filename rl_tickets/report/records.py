@@ -111,17 +111,19 @@ def variant_order(variants: Iterable[str]) -> list[str]:
 def dense_dir(chain: Chain) -> Path | None:
     """The chain's dense level-0 directory (``ROOT/dense/<hash>/seed_<s>``), or ``None``.
 
-    ``meta.json`` records it as the run saw it, possibly relative to another working directory or
-    under a root since moved: then the same ``dense/<hash>/seed_<s>`` under this chain's root.
+    The one under this chain's own root comes first: ``meta.json`` records the path as the run saw it
+    (absolute, or relative to its working directory), so a copied or moved root would otherwise read
+    the original's dense level while that still exists. The recorded path is the fallback (a copy of
+    the chains alone).
     """
     recorded = chain.meta.get("dense_dir")
     if not recorded:
         return None
     path = Path(str(recorded))
-    if path.is_dir():
-        return path
-    moved = chain.path.parents[2].joinpath(*path.parts[-3:])
-    return moved if moved.is_dir() else None
+    beside = chain.path.parents[2].joinpath(*path.parts[-3:])
+    if beside.is_dir():
+        return beside
+    return path if path.is_dir() else None
 
 
 def level_dirs(chain: Chain) -> dict[tuple[int, str], Path]:
