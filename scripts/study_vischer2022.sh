@@ -29,15 +29,18 @@ if [[ "$STAGE" == all || "$STAGE" == train ]]; then
 fi
 if [[ "$STAGE" == all || "$STAGE" == supermask ]]; then
   # The untrained controls on the finished chains: evaluation only, nothing retrains (about 1 min per seed
-  # and rule; `shared` evaluates each of supermask.shared_values).
+  # and rule; `shared` evaluates each of supermask.shared_values). Rows are collected after each seed and
+  # rule (keyed by seed, level, variant and rule), so SUPERMASK_SEEDS="0 1" can run as soon as those seeds'
+  # chains are finished; init goes last, so the chains' own tables show the default rule.
   mkdir -p "$OUT"
-  rm -f "$OUT/supermask_rules.csv"
-  for rule in signed_constant shared resampled init; do
-    for seed in 0 1 2 3 4; do
+  SEEDS="${SUPERMASK_SEEDS:-0 1 2 3 4}"
+  [[ "$SEEDS" == "0 1 2 3 4" ]] && rm -f "$OUT/supermask_rules.csv"
+  for seed in $SEEDS; do
+    for rule in signed_constant shared resampled init; do
       rl-tickets experiment=vischer2022_cartpole seed="$seed" "controls=[supermask,random_supermask]" \
         supermask.weights="$rule" root="$ROOT" logger.mode=offline
+      python scripts/report_vischer2022.py "$ROOT" --collect-supermask "$OUT/supermask_rules.csv"
     done
-    python scripts/report_vischer2022.py "$ROOT" --collect-supermask "$OUT/supermask_rules.csv"
   done
 fi
 if [[ "$STAGE" == all || "$STAGE" == report ]]; then
