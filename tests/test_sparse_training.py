@@ -42,6 +42,7 @@ from rl_tickets.sparsity.dynamic import (
     apply_update,
     cosine_drop_fraction,
     drop_and_grow,
+    largest_uniforms,
     layer_counts,
     random_mask,
 )
@@ -764,3 +765,13 @@ def test_the_graesser2022_presets_carry_their_gin_settings_and_no_zoo_value() ->
     validate(dqn)
     assert ppo.env.n_envs == 8 and ppo.train.timesteps == 100_000 and ppo.prune.levels == 13
     validate(ppo)
+
+
+@pytest.mark.parametrize("m", [1, 7, 300, 236_000])
+def test_set_growth_picks_what_a_full_topk_picks(m: int) -> None:
+    """The pre-filtered choice of SET's random growth equals ``topk`` over all the draws, for any count."""
+    generator = torch.Generator().manual_seed(m)
+    for n in sorted({min(m, 2), 1, max(1, m // 100), max(1, m // 10), max(1, m // 2), m}):
+        noise = torch.rand(m, generator=generator)
+        expected = set(torch.topk(noise, n, sorted=False).indices.tolist())
+        assert set(largest_uniforms(noise, n).tolist()) == expected, (m, n)

@@ -52,9 +52,12 @@ def zero_pruned_state(
     tensors, masks = [], []
     for param, mask in pairs:
         state = optimizer.state.get(param)
+        converted: dict[torch.dtype, torch.Tensor] = {}  # one conversion per parameter, not per moment
         for value in (state or {}).values():
             if isinstance(value, torch.Tensor) and value.shape == param.shape:
+                if value.dtype not in converted:
+                    converted[value.dtype] = mask.to(dtype=value.dtype)
                 tensors.append(value)
-                masks.append(mask.to(dtype=value.dtype))
+                masks.append(converted[value.dtype])
     if tensors:
         torch._foreach_mul_(tensors, masks)
