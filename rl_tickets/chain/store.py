@@ -21,6 +21,7 @@ import csv
 import json
 import os
 import shutil
+import tempfile
 import threading
 from dataclasses import dataclass
 from pathlib import Path
@@ -38,6 +39,26 @@ TRANSFER = "transfer"
 # Files of a chain or dense directory written only under its lock (their temporaries are left only by
 # killed writers); identity.json is claimed before the lock is taken, so its temporaries are not here.
 LOCKED_FILES = ("levels.csv", "layers.csv", "meta.json")
+
+
+def nearest_existing(path: Path) -> Path:
+    """``path`` itself if it exists, else its nearest existing ancestor (where it would be created)."""
+    return next(p for p in (path.absolute(), *path.absolute().parents) if p.exists())
+
+
+def cannot_create_in(directory: Path) -> str | None:
+    """Why nothing can be created in ``directory`` (the OS's words), or None if something can.
+
+    ``os.access`` says yes to root everywhere, also on /proc or /sys: a real try decides (a probe
+    directory, removed at once, so nothing is left behind).
+
+    :param directory: an existing directory.
+    """
+    try:
+        os.rmdir(tempfile.mkdtemp(prefix=".rl-tickets-probe-", dir=directory))
+    except OSError as error:
+        return str(error.strerror or error)
+    return None
 
 
 @dataclass(frozen=True)

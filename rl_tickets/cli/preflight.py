@@ -15,7 +15,6 @@ import inspect
 import math
 import os
 import re
-import tempfile
 import typing
 from collections.abc import Iterator, Mapping
 from dataclasses import fields, is_dataclass
@@ -24,6 +23,7 @@ from typing import Any
 
 import torch
 
+from rl_tickets.chain.store import cannot_create_in, nearest_existing
 from rl_tickets.cli.limits import SEED_MAX, check_hyperparams, check_normalize, check_ranges, check_widths
 from rl_tickets.config import Config, ConfigError, display_name, learner_task
 from rl_tickets.level import Trainer
@@ -64,18 +64,14 @@ def check_writable(key: str, path: Path) -> None:
     """
     if path.exists() and not path.is_dir():
         raise ConfigError(f"{key}={path} is a file, not a directory; choose another {key}=")
-    existing = next(p for p in (path.absolute(), *path.absolute().parents) if p.exists())
+    existing = nearest_existing(path)
     if not existing.is_dir():
         raise ConfigError(f"{key}={path} cannot be created: {existing} is a file; choose another {key}=")
     if not os.access(existing, os.W_OK | os.X_OK):
         why = WHY_NOT_WRITABLE[bool(os.statvfs(existing).f_flag & os.ST_RDONLY)]
         raise ConfigError(f"{key}={path} is not writable ({why}: {existing}); choose another {key}=")
-    try:  # access() says yes to root everywhere, also on /proc or /sys: a real try decides
-        os.rmdir(tempfile.mkdtemp(prefix=".rl-tickets-probe-", dir=existing))
-    except OSError as error:
-        raise ConfigError(
-            f"{key}={path} cannot be created under {existing} ({error.strerror or error}); choose another {key}="
-        ) from None
+    if (why := cannot_create_in(existing)) is not None:
+        raise ConfigError(f"{key}={path} cannot be created under {existing} ({why}); choose another {key}=")
 
 
 def check_root(root: str) -> None:

@@ -10,7 +10,6 @@ from __future__ import annotations
 import json
 import os
 import shutil
-import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -21,6 +20,7 @@ from stable_baselines3.common.off_policy_algorithm import OffPolicyAlgorithm
 from stable_baselines3.common.policies import BasePolicy
 from torch import nn
 
+from rl_tickets.chain.store import cannot_create_in, nearest_existing
 from rl_tickets.export.actor import Op, actor_ops, actor_parameters, build_actor
 from rl_tickets.export.compact import COMPACT_NOTE, head_outputs, write_compact
 from rl_tickets.export.level import ExportError, Level, plain_state, read_level
@@ -68,15 +68,11 @@ def check_out(out: Path) -> None:
         raise ExportError(f"--out={out}: a path component is longer than the 255 bytes file systems take")
     if out.exists() and (not out.is_dir() or any(out.iterdir())):
         raise ExportError(f"{out} exists and is not an empty directory; choose a new --out")
-    existing = next(p for p in (out.absolute(), *out.absolute().parents) if p.exists())
+    existing = nearest_existing(out)
     if not existing.is_dir():
         raise ExportError(f"--out={out} cannot be created: {existing} is a file")
-    try:  # access() says yes to root everywhere, also on /proc: a real try decides (nothing is left)
-        os.rmdir(tempfile.mkdtemp(prefix=".rl-tickets-probe-", dir=existing))
-    except OSError as error:
-        raise ExportError(
-            f"--out={out} cannot be created under {existing} ({error.strerror or error})"
-        ) from None
+    if (why := cannot_create_in(existing)) is not None:
+        raise ExportError(f"--out={out} cannot be created under {existing} ({why})")
 
 
 def _prepare(out: Path) -> Path:

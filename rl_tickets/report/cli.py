@@ -25,12 +25,12 @@ from __future__ import annotations
 import argparse
 import os
 import sys
-import tempfile
 from pathlib import Path
 from typing import Any, NoReturn
 
 import pandas as pd
 
+from rl_tickets.chain.store import cannot_create_in, nearest_existing
 from rl_tickets.report import stats
 from rl_tickets.report.aggregate_plots import plot_improvement, plot_iqm, plot_profiles
 from rl_tickets.report.crossenv import NORMALISATIONS, compute, find_aggregates
@@ -252,13 +252,11 @@ def option_problem(args: argparse.Namespace, root: Path) -> str | None:
     out = args.out if args.out is not None else root / "report"
     if any(len(os.fsencode(part)) > 255 for part in out.parts):
         return f"--out={out}: a path component is longer than the 255 bytes file systems take"
-    existing = next(p for p in (out.absolute(), *out.absolute().parents) if p.exists())
+    existing = nearest_existing(out)
     if not existing.is_dir():
         return f"--out={out} cannot be a directory: {existing} is a file"
-    try:  # access() says yes to root everywhere, also on /proc: a real try decides (nothing is left)
-        os.rmdir(tempfile.mkdtemp(prefix=".rl-tickets-probe-", dir=existing))
-    except OSError as error:
-        return f"--out={out} cannot be created under {existing} ({error.strerror or error})"
+    if (why := cannot_create_in(existing)) is not None:
+        return f"--out={out} cannot be created under {existing} ({why})"
     return None
 
 
