@@ -11,20 +11,12 @@ from pathlib import Path
 import pytest
 import torch
 from stable_baselines3 import PPO
+from tiny import tiny_ppo_args
 
 from rl_tickets.__main__ import main
 from rl_tickets.sparsity.masks import load_mask
 
-TINY_PPO = [
-    "train.timesteps=2048",
-    "env.n_envs=2",
-    "algo.hyperparams.n_steps=64",
-    "algo.hyperparams.batch_size=64",
-    "algo.hyperparams.n_epochs=2",
-    "eval.episodes=2",
-    "eval.every=1024",
-    "prune.levels=1",
-]
+TINY_PPO = tiny_ppo_args(2048, 1, n_epochs=2, episodes=2, every=1024)
 
 
 def cli(root: Path, *overrides: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:

@@ -16,23 +16,13 @@ from pathlib import Path
 
 import pytest
 import torch
-from tiny import levels_without_time
+from tiny import levels_without_time, tiny_ppo_args
 from wandb_records import of_type, offline_runs
 
 from rl_tickets.cli.stops import interrupts, raise_pending
 from rl_tickets.sparsity.masks import load_mask
 
-TINY = [
-    "train.timesteps=1024",
-    "env.n_envs=2",
-    "algo.hyperparams.n_steps=64",
-    "algo.hyperparams.batch_size=64",
-    "algo.hyperparams.n_epochs=1",
-    "eval.episodes=1",
-    "eval.every=0",
-    "prune.levels=2",
-    "controls=[reinit]",
-]
+TINY = [*tiny_ppo_args(1024, 2), "controls=[reinit]"]
 
 
 def environment(tmp_path: Path) -> dict[str, str]:

@@ -15,6 +15,7 @@ from pathlib import Path
 
 import pytest
 import yaml
+from tiny import tiny_ppo_args
 
 from rl_tickets.cli.objective import objective
 
@@ -101,14 +102,7 @@ def test_submitit_local_jobs_return_their_objective_and_log_under_the_sweep_dir(
             "--multirun",
             "hydra/launcher=local",
             f"root={tmp_path}",
-            "train.timesteps=512",
-            "env.n_envs=2",
-            "algo.hyperparams.n_steps=64",
-            "algo.hyperparams.batch_size=64",
-            "algo.hyperparams.n_epochs=1",
-            "eval.episodes=2",
-            "eval.every=0",
-            "prune.levels=2",
+            *tiny_ppo_args(512, 2, episodes=2),
             "objective=mean",
             "seed=0,1",
             "+hydra.callbacks.returns._target_=hydra_returns.RecordReturns",

@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from tiny import tiny_config
+from tiny import tiny_config, tiny_ppo_args
 
 from rl_tickets.chain.lock import Owner, locked
 from rl_tickets.chain.runner import Runner
@@ -26,19 +26,7 @@ from rl_tickets.trainers import build_trainer
 
 REPO = Path(__file__).resolve().parents[1]
 # workers=2 on a tiny PPO chain whose levels last a few seconds each (the kill lands in level 1).
-WORKERS = [
-    "logger.mode=disabled",
-    "train.timesteps=4096",
-    "env.n_envs=2",
-    "algo.hyperparams.n_steps=64",
-    "algo.hyperparams.batch_size=64",
-    "algo.hyperparams.n_epochs=1",
-    "eval.episodes=1",
-    "eval.every=0",
-    "prune.levels=3",
-    "controls=[reinit]",
-    "workers=2",
-]
+WORKERS = ["logger.mode=disabled", *tiny_ppo_args(4096, 3), "controls=[reinit]", "workers=2"]
 
 
 def children_of(pids: set[int]) -> set[int]:

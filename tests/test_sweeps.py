@@ -10,6 +10,7 @@ from pathlib import Path
 
 import pandas as pd
 import pytest
+from tiny import tiny_ppo_args
 
 from rl_tickets.chain.runner import Runner
 from rl_tickets.config import Config
@@ -17,16 +18,7 @@ from rl_tickets.report import main as report_main
 from rl_tickets.rl.trainer import SB3Trainer
 from rl_tickets.seeds import seed_for
 
-TINY = [
-    "logger.mode=disabled",
-    "train.timesteps=512",
-    "env.n_envs=2",
-    "algo.hyperparams.n_steps=64",
-    "algo.hyperparams.batch_size=64",
-    "algo.hyperparams.n_epochs=1",
-    "eval.episodes=1",
-    "prune.levels=1",
-]
+TINY = ["logger.mode=disabled", *tiny_ppo_args(512, 1, every=None)]
 
 
 def multirun(root: Path, launcher: str, seeds: str) -> subprocess.CompletedProcess[str]:

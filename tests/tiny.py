@@ -1,5 +1,5 @@
 """One builder for the tiny, validated CartPole configs the RL tests train (W&B off, CPU, no eval curve),
-a reader of levels.csv without its time columns (which differ between identical runs), and the SB3
+the command-line overrides of a tiny PPO chain for the tests that run ``rl-tickets`` itself, a reader of levels.csv without its time columns (which differ between identical runs), and the SB3
 classes and environments the per-algorithm tests share."""
 
 from __future__ import annotations
@@ -80,6 +80,31 @@ def tiny_config(
     cfg = replace(cfg, **changes)
     validate(cfg)
     return cfg
+
+
+def tiny_ppo_args(
+    timesteps: int, levels: int, *, n_epochs: int = 1, episodes: int = 1, every: int | None = 0
+) -> list[str]:
+    """Overrides of a tiny PPO CartPole chain: 2 envs, 64-step rollouts and minibatches, so every level
+    makes real gradient updates within ``timesteps``.
+
+    :param timesteps: steps per level.
+    :param levels: ``prune.levels``.
+    :param n_epochs: PPO epochs per rollout.
+    :param episodes: evaluation episodes.
+    :param every: ``eval.every``, or None to keep the config's.
+    """
+    args = [
+        f"train.timesteps={timesteps}",
+        "env.n_envs=2",
+        "algo.hyperparams.n_steps=64",
+        "algo.hyperparams.batch_size=64",
+        f"algo.hyperparams.n_epochs={n_epochs}",
+        f"eval.episodes={episodes}",
+    ]
+    if every is not None:
+        args.append(f"eval.every={every}")
+    return [*args, f"prune.levels={levels}"]
 
 
 def levels_without_time(levels_csv: Path) -> list[dict[str, str]]:
