@@ -24,7 +24,7 @@ import pandas as pd
 from rl_tickets.report import main as report_main
 from rl_tickets.report.formatting import fmt_density, fmt_num, md_table
 from rl_tickets.report.loading import discover
-from rl_tickets.report.methods import DENSE, method_table, method_verdicts
+from rl_tickets.report.methods import DENSE, dense_line, method_table, method_verdicts
 from rl_tickets.report.ranges import metric_bounds
 from rl_tickets.report.records import Experiment
 from rl_tickets.report.tables import ReportOptions
@@ -92,8 +92,7 @@ def findings_markdown(experiments: list[Experiment], options: ReportOptions) -> 
     ]
     for group, in_group in table.groupby("group", sort=True):
         out.append(f"## {labels.get(group, group)}\n")
-        dense = in_group[in_group["method"] == DENSE]["value"]
-        out.append(f"dense: {fmt_num(dense.mean())} ± {fmt_num(dense.std())} (n={len(dense)})\n")
+        out.append(dense_line(in_group))
         # The densities where methods meet (an IMP chain's other levels have the ticket alone).
         methods_at = in_group[in_group["method"] != DENSE].groupby("density")["method"].nunique()
         densities = sorted(methods_at.index[methods_at > 1], reverse=True)

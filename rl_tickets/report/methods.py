@@ -148,6 +148,15 @@ def method_verdicts(
     return pd.DataFrame(rows, columns=VERDICT_COLUMNS)
 
 
+def dense_line(in_group: pd.DataFrame) -> str:
+    """``dense: mean ± sd (n=N)`` of one comparison group's dense rows (a markdown line).
+
+    :param in_group: rows of :func:`method_table` for one group.
+    """
+    dense = in_group[in_group["method"] == DENSE]["value"]
+    return f"dense: {fmt_num(dense.mean())} ± {fmt_num(dense.std())} (n={len(dense)})\n"
+
+
 def methods_markdown(table: pd.DataFrame, verdicts: pd.DataFrame, label: str) -> str:
     """``methods.md``: per group and density, each method's mean ± sd (n), its verdict against dense and
     its pairwise verdicts.
@@ -163,8 +172,7 @@ def methods_markdown(table: pd.DataFrame, verdicts: pd.DataFrame, label: str) ->
     ]
     for group, in_group in table.groupby("group", sort=True):
         out.append(f"## Dense run {group}\n")
-        dense = in_group[in_group["method"] == DENSE]["value"]
-        out.append(f"dense: {fmt_num(dense.mean())} ± {fmt_num(dense.std())} (n={len(dense)})\n")
+        out.append(dense_line(in_group))
         for density, cell in in_group[in_group["method"] != DENSE].groupby("density", sort=True):
             methods = sorted(cell["method"].unique())
             mine = verdicts[(verdicts["group"] == group) & np.isclose(verdicts["density"], density)]
