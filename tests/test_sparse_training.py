@@ -42,7 +42,6 @@ from rl_tickets.sparsity.dynamic import (
     apply_update,
     cosine_drop_fraction,
     drop_and_grow,
-    largest_uniforms,
     layer_counts,
     random_mask,
 )
@@ -113,7 +112,8 @@ def constructed_layer(seed: int = 0) -> tuple[torch.Tensor, torch.Tensor, torch.
 
 def test_set_drops_exactly_the_smallest_live_weights_and_grows_among_the_inactive() -> None:
     keep, weight, _ = constructed_layer()
-    new, grown = drop_and_grow(keep, weight, None, 0.1, torch.Generator().manual_seed(0))
+    change = drop_and_grow(keep, weight, None, 0.1, torch.Generator().manual_seed(0))
+    new, grown = change.mask, change.grown
     n = int(0.1 * 60)
     assert int(new.sum()) == 60 and int(grown.sum()) == n
     live = weight[keep]
@@ -126,13 +126,15 @@ def test_set_drops_exactly_the_smallest_live_weights_and_grows_among_the_inactiv
     assert not (grown & after_drop).any()  # grown among positions inactive after the drop
     assert torch.equal(new, after_drop | grown)
     # Random growth: another seed grows elsewhere.
-    _, again = drop_and_grow(keep, weight, None, 0.1, torch.Generator().manual_seed(1))
+    change = drop_and_grow(keep, weight, None, 0.1, torch.Generator().manual_seed(1))
+    again = change.grown
     assert not torch.equal(grown, again)
 
 
 def test_rigl_grows_exactly_the_top_gradient_inactive_positions() -> None:
     keep, weight, grad = constructed_layer()
-    new, grown = drop_and_grow(keep, weight, grad, 0.1, torch.Generator().manual_seed(0))
+    change = drop_and_grow(keep, weight, grad, 0.1, torch.Generator().manual_seed(0))
+    new, grown = change.mask, change.grown
     n = int(0.1 * 60)
     after_drop = new & ~grown
     free = ~after_drop
@@ -143,8 +145,27 @@ def test_rigl_grows_exactly_the_top_gradient_inactive_positions() -> None:
     assert int(new.sum()) == 60
     # Nothing changes for a dense layer (ERK keeps small layers dense): no inactive position.
     dense = torch.ones(20, 10, dtype=torch.bool)
-    same, none = drop_and_grow(dense, weight + 1.0, grad, 0.3, torch.Generator().manual_seed(0))
+    change = drop_and_grow(dense, weight + 1.0, grad, 0.3, torch.Generator().manual_seed(0))
+    same, none = change.mask, change.grown
     assert torch.equal(same, dense) and not none.any()
+
+
+def test_rigl_grows_every_position_with_a_gradient_then_silent_ones_at_random() -> None:
+    """Exact zero gradients (dead units) rank below every nonzero one, and among themselves at random."""
+    keep, weight, grad = constructed_layer()
+    n = int(0.1 * 60)
+    free_after_drop = ~drop_and_grow(keep, weight, grad, 0.1, torch.Generator().manual_seed(0)).mask
+    sparse_grad = torch.zeros_like(grad)
+    signal = (free_after_drop & ~keep).flatten().nonzero().squeeze(1)[:2]  # two free positions get a gradient
+    sparse_grad.view(-1)[signal] = torch.tensor([3.0, -0.5])
+    choices = []
+    for seed in range(4):
+        change = drop_and_grow(keep, weight, sparse_grad, 0.1, torch.Generator().manual_seed(seed))
+        new, grown = change.mask, change.grown
+        assert int(grown.sum()) == n and int(new.sum()) == 60
+        assert grown.view(-1)[signal].all()  # both positions with a gradient are grown
+        choices.append(frozenset(grown.view(-1).nonzero().squeeze(1).tolist()))
+    assert len(set(choices)) > 1  # the silent rest is random, not the first free positions
 
 
 def test_schedule_updates_once_per_period_until_the_end_and_logs_every_layer() -> None:
@@ -765,13 +786,3 @@ def test_the_graesser2022_presets_carry_their_gin_settings_and_no_zoo_value() ->
     validate(dqn)
     assert ppo.env.n_envs == 8 and ppo.train.timesteps == 100_000 and ppo.prune.levels == 13
     validate(ppo)
-
-
-@pytest.mark.parametrize("m", [1, 7, 300, 236_000])
-def test_set_growth_picks_what_a_full_topk_picks(m: int) -> None:
-    """The pre-filtered choice of SET's random growth equals ``topk`` over all the draws, for any count."""
-    generator = torch.Generator().manual_seed(m)
-    for n in sorted({min(m, 2), 1, max(1, m // 100), max(1, m // 10), max(1, m // 2), m}):
-        noise = torch.rand(m, generator=generator)
-        expected = set(torch.topk(noise, n, sorted=False).indices.tolist())
-        assert set(largest_uniforms(noise, n).tolist()) == expected, (m, n)

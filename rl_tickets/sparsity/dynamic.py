@@ -19,14 +19,15 @@ from __future__ import annotations
 import math
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, NamedTuple
 
 import torch
 from torch import nn
 
 from rl_tickets.sparsity.masks import Mask, online_twins, set_gradient_tap, set_masks
-from rl_tickets.sparsity.moments import zero_pruned_state
+from rl_tickets.sparsity.moments import zero_entries, zero_state_entries
 from rl_tickets.sparsity.pruning import erk_densities
+from rl_tickets.sparsity.selection import extreme_among, random_among
 
 METHODS = ("static", "set", "rigl")
 # One mask_updates.csv row per (update, layer).
@@ -79,21 +80,20 @@ def random_mask(
     return mask
 
 
-def top_among(scores: torch.Tensor, candidates: torch.Tensor, n: int, largest: bool = True) -> torch.Tensor:
-    """Flat indices of the ``n`` best-scoring candidate entries (``largest`` or smallest scores).
+class LayerChange(NamedTuple):
+    """One layer's mask update: the new mask and what changed, as flat indices (cheap to apply)."""
 
-    One ``topk`` over the candidates only: a mask update at 512x512 costs milliseconds, not a full sort.
+    mask: torch.Tensor  # the new boolean mask (the layer's shape, the same count)
+    dropped: torch.Tensor  # flat indices dropped (some may be grown again)
+    grown_at: torch.Tensor  # flat indices grown
+    kept: int  # live weights before (and after) the update
 
-    :param scores: a score per entry (any shape).
-    :param candidates: boolean, same shape: where a choice is allowed.
-    :param n: how many to choose (at most the number of candidates).
-    :param largest: choose the largest scores (else the smallest).
-    """
-    index = candidates.flatten().nonzero().squeeze(1)
-    n = min(n, index.numel())
-    if n <= 0:
-        return index[:0]
-    return index[torch.topk(scores.flatten()[index], n, largest=largest, sorted=False).indices]
+    @property
+    def grown(self) -> torch.Tensor:
+        """The grown positions as a boolean mask of the layer's shape."""
+        grown = torch.zeros(self.mask.numel(), dtype=torch.bool)
+        grown[self.grown_at] = True
+        return grown.view_as(self.mask)
 
 
 def drop_and_grow(
@@ -102,7 +102,7 @@ def drop_and_grow(
     grow_scores: torch.Tensor | None,
     fraction: float,
     generator: torch.Generator,
-) -> tuple[torch.Tensor, torch.Tensor]:
+) -> LayerChange:
     """One layer's update: drop the smallest-magnitude live weights, grow as many among the inactive.
 
     ``n = floor(fraction * live)`` (RigL's count). Growth picks the largest ``grow_scores`` (RigL:
@@ -116,46 +116,28 @@ def drop_and_grow(
     :param grow_scores: growth scores, or None for random growth.
     :param fraction: fraction of the live weights replaced.
     :param generator: random source (SET's growth, tie order).
-    :return: the new mask (same count) and the grown positions (``n`` of them, possibly just dropped).
+    :return: the new mask (same count), the dropped and the grown positions (``n`` each; a just-dropped
+        position may be grown again).
     """
     live = int(keep.sum())
     n = int(fraction * live) if live < keep.numel() else 0
-    grown = torch.zeros(keep.numel(), dtype=torch.bool)
+    none = torch.zeros(0, dtype=torch.long)
     if n == 0:
-        return keep.clone(), grown.view_as(keep)
+        return LayerChange(keep.clone(), none, none, live)
     flat = keep.flatten().clone()
-    flat[top_among(weight.abs(), keep, n, largest=False)] = False
-    free = (~flat).nonzero().squeeze(1)
-    noise = torch.rand(free.numel(), generator=generator)
+    dropped = extreme_among(weight.abs(), keep, n, largest=False)
+    flat[dropped] = False
+    free = ~flat
     if grow_scores is None:
-        grown[free[largest_uniforms(noise, n)]] = True
+        grown = random_among(free, n, generator)
     else:
-        magnitude = grow_scores.detach().flatten()[free].abs().float()
-        scores = torch.where(magnitude > 0, magnitude, -noise)
-        grown[free[torch.topk(scores, n, sorted=False).indices]] = True
-    return (flat | grown).view_as(keep), grown.view_as(keep)
-
-
-def largest_uniforms(noise: torch.Tensor, n: int) -> torch.Tensor:
-    """Indices of the ``n`` largest of ``noise`` (i.i.d. uniform on [0, 1)): ``topk(noise, n)``'s choice.
-
-    SET grows at random among ~90% of a layer: a ``topk`` over all of them is the update's largest cost.
-    The ``n`` largest of ``m`` uniforms all exceed ``1 - q`` whenever at least ``n`` do, so a ``topk`` over
-    the few above it picks the same entries. ``q`` is chosen so that about ``2n + 6 sqrt(n)`` are expected
-    above it: fewer than ``n`` is then a rare event for small ``n`` and, for the hundreds or thousands a
-    real layer grows, tens of standard deviations away; when it happens the full ``topk`` runs.
-
-    :param noise: the draws (1-D).
-    :param n: how many (at most ``noise.numel()``).
-    """
-    m = noise.numel()
-    expected = n / max(m, 1)
-    q = 2 * expected + 6 * (expected / max(m, 1)) ** 0.5
-    if q < 0.5:
-        above = (noise >= 1.0 - q).nonzero().squeeze(1)
-        if above.numel() >= n:
-            return above[torch.topk(noise[above], n, sorted=False).indices]
-    return torch.topk(noise, n, sorted=False).indices
+        magnitude = grow_scores.detach().flatten().abs().float()
+        signal = free & (magnitude > 0)
+        grown = extreme_among(magnitude, signal, n)
+        if grown.numel() < n:  # fewer free positions got a gradient than are grown: the rest at random
+            grown = torch.cat([grown, random_among(free & ~signal, n - grown.numel(), generator)])
+    flat[grown] = True
+    return LayerChange(flat.view_as(keep), dropped, grown, live)
 
 
 @dataclass
@@ -170,7 +152,7 @@ class DynamicSchedule:
     :param drop_fraction: the fraction at step 0, cosine-decayed to 0 at ``end``.
     :param seed: seeds SET's growth and the tie order.
     :param log: one row per (update, layer): :data:`LOG_COLUMNS`.
-    :param grown: the positions grown by the last update, per updated name.
+    :param changes: the last update's change per updated name.
     """
 
     method: str
@@ -181,7 +163,7 @@ class DynamicSchedule:
     drop_fraction: float
     seed: int
     log: list[dict[str, Any]] = field(default_factory=list)
-    grown: Mask = field(default_factory=dict)
+    changes: dict[str, LayerChange] = field(default_factory=dict)
     # Target name -> online name of the network being updated (its structure never changes in a run).
     twins: dict[str, str] | None = None
     last_period: int = field(default=0)
@@ -191,6 +173,11 @@ class DynamicSchedule:
         if self.method not in METHODS:
             raise ValueError(f"unknown sparse-training method {self.method!r}; choose one of {METHODS}")
         self.generator = torch.Generator().manual_seed(self.seed)
+
+    @property
+    def grown(self) -> Mask:
+        """The positions grown by the last update, per updated name (boolean masks)."""
+        return {name: change.grown for name, change in self.changes.items()}
 
     @property
     def needs_gradient(self) -> bool:
@@ -228,10 +215,13 @@ class DynamicSchedule:
         for name in self.updated:
             old = self.mask[name]
             scores = None if grads is None else grads[name].detach().cpu()
-            new[name], self.grown[name] = drop_and_grow(
+            change = self.changes[name] = drop_and_grow(
                 old, weights[name].detach().cpu(), scores, fraction, self.generator
             )
-            kept, n = int(old.sum()), int(self.grown[name].sum())
+            new[name] = change.mask
+            kept, n = change.kept, change.grown_at.numel()
+            # Kept through the update: the live weights not dropped, and the dropped ones grown again.
+            regrown = int(old.flatten()[change.grown_at].sum())
             self.log.append(
                 {
                     "step": step,
@@ -239,7 +229,7 @@ class DynamicSchedule:
                     "kept": kept,
                     "dropped": n,
                     "grown": n,
-                    "overlap": int((old & new[name]).sum()) / kept if kept else 1.0,
+                    "overlap": (kept - n + regrown) / kept if kept else 1.0,
                     "drop_fraction": fraction,
                 }
             )
@@ -309,22 +299,26 @@ def apply_update(
     :param grads: RigL's dense gradients by online name.
     :return: the update's log rows.
     """
-    before, old = len(schedule.log), schedule.mask
+    before = len(schedule.log)
     params = dict(module.named_parameters())
     new = schedule.update(step, {n: params[n].detach() for n in schedule.updated}, grads)
     set_masks(module, new)
-    grown = {n: schedule.grown[n].to(params[n].device) for n in schedule.updated}
-    reset = {n: grown[n] | (old[n] & ~new[n]).to(params[n].device) for n in schedule.updated}
-    for name, positions in grown.items():
-        params[name].masked_fill_(positions, 0.0)
     if schedule.twins is None:
         schedule.twins = online_twins(module)
+    targets: dict[str, list[str]] = {}
     for target, online in schedule.twins.items():
-        if online in grown:
-            params[target].masked_fill_(grown[online], 0.0)
-    for optimizer in optimizers:
-        # Multiplying by "not reset" zeroes the state of dropped and grown positions, kept ones stay.
-        zero_pruned_state(optimizer, [(params[n], ~reset[n]) for n in schedule.updated])
+        targets.setdefault(online, []).append(target)
+    for name in schedule.updated:
+        change = schedule.changes[name]
+        if not change.grown_at.numel():
+            continue
+        # Flat indices, not boolean masks: an update touches ~1% of a layer.
+        grown = change.grown_at.to(params[name].device)
+        for weight in (name, *targets.get(name, ())):
+            zero_entries(params[weight], grown)
+        reset = torch.cat([grown, change.dropped.to(grown.device)])
+        for optimizer in optimizers:
+            zero_state_entries(optimizer, params[name], reset)
     return schedule.log[before:]
 
 

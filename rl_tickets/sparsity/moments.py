@@ -61,3 +61,27 @@ def zero_pruned_state(
                 masks.append(converted[value.dtype])
     if tensors:
         torch._foreach_mul_(tensors, masks)
+
+
+@torch.no_grad()
+def zero_entries(tensor: torch.Tensor, flat_index: torch.Tensor) -> None:
+    """Set the entries of ``tensor`` at row-major flat indices ``flat_index`` to 0, in place, any layout.
+
+    :param tensor: the tensor (a parameter or a state tensor).
+    :param flat_index: int64 indices into ``tensor.flatten()``, on ``tensor``'s device.
+    """
+    tensor[torch.unravel_index(flat_index, tensor.shape)] = 0
+
+
+def zero_state_entries(
+    optimizer: torch.optim.Optimizer, param: torch.Tensor, flat_index: torch.Tensor
+) -> None:
+    """Zero every per-entry state tensor of ``param`` in ``optimizer`` at the flat indices (a mask update).
+
+    :param optimizer: an optimizer (``param`` need not be one of its parameters).
+    :param param: the parameter.
+    :param flat_index: int64 indices into ``param.flatten()``, on its device.
+    """
+    for value in (optimizer.state.get(param) or {}).values():
+        if isinstance(value, torch.Tensor) and value.shape == param.shape:
+            zero_entries(value, flat_index)
