@@ -54,28 +54,5 @@ fi
 
 rl-tickets-report "$ROOT"
 
-# Pool each chosen-k arm over its seeds (seeds that chose different k have different chain hashes, which
-# the report keeps apart) and write the report's tables and verdicts for the pooled experiment.
-python - "$ROOT" <<'EOF'
-import json
-import sys
-from pathlib import Path
-
-from rl_tickets.report.cli import write_experiment
-from rl_tickets.report.loading import discover
-from rl_tickets.report.records import Experiment
-from rl_tickets.report.tables import ReportOptions
-
-root = Path(sys.argv[1])
-arms: dict[str, list] = {}
-for exp in discover(root):
-    if exp.name.endswith("_auto_k"):
-        arms.setdefault(exp.name, []).extend(exp.chains)
-for name, chains in arms.items():
-    steps = {c.seed: json.loads((c.path / "rewind_choice.json").read_text())["rewind.step"] for c in chains}
-    print(f"{name}: rewind step per seed {steps}")
-    if len({c.chain_hash for c in chains}) > 1:
-        pooled = Experiment(label=f"{name}_pooled", name=name, chain_hash="pooled", chains=sorted(chains, key=lambda c: c.seed))
-        write_experiment(pooled, root / "report" / f"{name}_pooled", ReportOptions())
-        print(f"  pooled over {len(chains)} seeds: {root / 'report' / (name + '_pooled') / 'summary.md'}")
-EOF
+# Each chosen-k arm pooled over its seeds, and the chosen-k tickets against the k = 0 tickets, paired by seed.
+python scripts/report_stability.py "$ROOT"

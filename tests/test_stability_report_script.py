@@ -1,0 +1,84 @@
+"""scripts/report_stability.py: chosen-k tickets against k = 0 tickets, paired by seed, and pooled arms."""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+import sys
+from pathlib import Path
+from types import ModuleType
+
+import pandas as pd
+import pytest
+
+
+def _load_script() -> ModuleType:
+    path = Path(__file__).resolve().parents[1] / "scripts" / "report_stability.py"
+    spec = importlib.util.spec_from_file_location("report_stability", path)
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = module
+    spec.loader.exec_module(module)
+    return module
+
+
+SCRIPT = _load_script()
+# The chosen k per seed: seed 0's analysis chose k = 0 (its chosen-k chain is its k = 0 chain).
+CHOSEN = {0: 0, 1: 1024, 2: 1024, 3: 5120, 4: 1024}
+GAIN = {0: 0.0, 1: 40.0, 2: 55.0, 3: 30.0, 4: 45.0}  # chosen-k ticket minus k = 0 ticket at every level
+
+
+def write_chain(root: Path, chain_hash: str, seed: int, name: str, step: int, returns: list[float]) -> Path:
+    """A chain in the runner's layout (meta.json, levels.csv) trained with ``rewind.step=step``."""
+    chain = root / "chains" / chain_hash / f"seed_{seed}"
+    chain.mkdir(parents=True, exist_ok=True)
+    meta = {
+        "name": name,
+        "task": "rl",
+        "seed": seed,
+        "metric": "eval_return_mean",
+        "config": {"rewind": {"step": step}, "env": {"id": "CartPole-v1"}},
+    }
+    (chain / "meta.json").write_text(json.dumps(meta))
+    rows = [
+        {"level": lvl, "variant": "ticket", "density": 0.8**lvl, "eval_return_mean": r}
+        for lvl, r in enumerate(returns)
+    ]
+    pd.DataFrame(rows).to_csv(chain / "levels.csv", index=False)
+    return chain
+
+
+def build_root(root: Path) -> None:
+    for seed in CHOSEN:
+        k0 = [480.0, 400.0 - 10 * seed, 300.0 + seed, 200.0 - seed]
+        write_chain(root, "k0hash", seed, "ppo_cartpole", 0, k0)
+        chosen = [k0[0]] + [r + GAIN[seed] for r in k0[1:]]
+        # Seeds that chose different k have different chain hashes; seed 0's is the k = 0 chain itself.
+        chain = write_chain(root, f"auto{CHOSEN[seed]}", seed, "ppo_cartpole_auto_k", CHOSEN[seed], chosen)
+        (chain / SCRIPT.CHOICE_FILE).write_text(json.dumps({"rewind.step": CHOSEN[seed]}))
+
+
+def test_chosen_k_is_paired_with_k0_by_seed_and_its_gain_found(tmp_path: Path) -> None:
+    build_root(tmp_path)
+    experiments = SCRIPT.discover(tmp_path)
+    table = SCRIPT.compare_arms("ppo_cartpole", experiments, SCRIPT.ReportOptions())
+    assert list(table["level"]) == [1, 2, 3]
+    mean_gain = sum(GAIN.values()) / len(GAIN)
+    assert table["n"].tolist() == [5, 5, 5]
+    assert table["diff_mean"].tolist() == pytest.approx([mean_gain] * 3)
+    assert (table["verdict"] == "better").all()
+    assert table["k_per_seed"].iloc[0] == "0:0 1:1024 2:1024 3:5120 4:1024"
+
+
+def test_the_script_pools_the_arm_and_writes_the_comparison(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    build_root(tmp_path)
+    monkeypatch.setattr(sys, "argv", ["report_stability.py", str(tmp_path)])
+    SCRIPT.main()
+    out = tmp_path / "report"
+    table = pd.read_csv(out / "ppo_cartpole_chosen_k_vs_k0.csv")
+    assert len(table) == 3 and (table["verdict"] == "better").all()
+    assert "chosen k is" in (out / "ppo_cartpole_chosen_k_vs_k0.md").read_text()
+    pooled = pd.read_csv(out / "ppo_cartpole_auto_k_pooled" / "per_seed.csv")
+    assert sorted(pooled["seed"].unique()) == [0, 1, 2, 3, 4]
