@@ -8,6 +8,10 @@
    (``beats``: better / worse / no difference). A seed whose analysis chose k = 0 *is* its k = 0 chain
    and enters with a difference of exactly 0: the question is about the recipe, which chose so.
    Written to ``<out>/<task>_chosen_k_vs_k0.{md,csv}``.
+3. Where the instability comes from, per analysis (``<out>/stability_sources.md``): of the pairs over
+   the threshold, how many have their worst point at an end of the path (the two copies simply ended
+   apart) and how many also have a barrier over the threshold (the path dips below the line joining
+   the ends: Frankle et al.'s loss of linear connectivity).
 
 Usage: ``python scripts/report_stability.py ROOT [--out ROOT/report] [--metric final|best|auc]``.
 """
@@ -124,6 +128,37 @@ def comparison_markdown(base: str, table: pd.DataFrame, metric: str) -> str:
     return title + md_table(headers, body)
 
 
+def instability_sources(root: Path) -> str:
+    """Per analysis: pairs, unstable pairs, and what made them unstable (see the module docstring).
+
+    :param root: the results root (reads ``root/stability/<hash>/seed_*/instability.csv``).
+    """
+    headers = ["analysis", "learner", "pairs", "unstable", "worst point at an end", "barrier over threshold"]
+    rows = []
+    for analysis in sorted(p for p in (root / "stability").glob("*") if p.is_dir()):
+        frames = [pd.read_csv(f) for f in sorted(analysis.glob("seed_*/instability.csv"))]
+        if not frames:
+            continue
+        pairs = pd.concat(frames, ignore_index=True)
+        identity = json.loads(next(analysis.glob("seed_*/identity.json")).read_text())
+        learner = identity.get("algo.name") or identity.get("model.name") or identity.get("task")
+        where = identity.get("env.id") or identity.get("data.name") or ""
+        unstable = pairs[~pairs["stable"].astype(bool)]
+        at_end = unstable["worst_alpha"].isin([0.0, 1.0])
+        over = unstable["barrier"] > unstable["threshold"]
+        rows.append(
+            [
+                analysis.name,
+                f"{learner} {where}".strip(),
+                len(pairs),
+                len(unstable),
+                int(at_end.sum()),
+                int(over.sum()),
+            ]
+        )
+    return md_table(headers, rows)
+
+
 def main() -> None:
     """Pool the chosen-k arms and compare them with the k = 0 arms."""
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
@@ -138,6 +173,8 @@ def main() -> None:
     for exp in experiments:
         if exp.name.endswith(AUTO):
             arms.setdefault(exp.name, []).extend(exp.chains)
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "stability_sources.md").write_text(instability_sources(args.root))
     for name, chains in sorted(arms.items()):
         steps = {c.seed: json.loads((c.path / CHOICE_FILE).read_text())["rewind.step"] for c in chains}
         print(f"{name}: rewind step per seed {steps}")

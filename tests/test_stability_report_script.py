@@ -82,3 +82,20 @@ def test_the_script_pools_the_arm_and_writes_the_comparison(
     assert "chosen k is" in (out / "ppo_cartpole_chosen_k_vs_k0.md").read_text()
     pooled = pd.read_csv(out / "ppo_cartpole_auto_k_pooled" / "per_seed.csv")
     assert sorted(pooled["seed"].unique()) == [0, 1, 2, 3, 4]
+
+
+def test_instability_sources_counts_pairs_unstable_by_their_ends_and_by_a_barrier(tmp_path: Path) -> None:
+    seed_dir = tmp_path / "stability" / "abc123" / "seed_0"
+    seed_dir.mkdir(parents=True)
+    (seed_dir / "identity.json").write_text(json.dumps({"algo.name": "ppo", "env.id": "CartPole-v1"}))
+    pairs = pd.DataFrame(
+        {  # stable; unstable by the ends only; unstable with a dip in the middle; unstable at an end with a dip
+            "stable": [True, False, False, False],
+            "worst_alpha": [0.0, 1.0, 0.5, 0.0],
+            "barrier": [0.0, 0.0, 60.0, 30.0],
+            "threshold": [25.0] * 4,
+        }
+    )
+    pairs.to_csv(seed_dir / "instability.csv", index=False)
+    table = SCRIPT.instability_sources(tmp_path)
+    assert "| abc123 | ppo CartPole-v1 | 4 | 3 | 2 | 2 |" in table
