@@ -1,8 +1,10 @@
 """The instability study's own tables (docs/results/stability.md), after ``rl-tickets-report ROOT``.
 
-1. Each chosen-k arm (``<task>_auto_k``) pooled over its seeds: seeds whose analyses chose different
-   rewind steps have different chain hashes, which the report keeps apart; pooled, the arm gets the
-   report's ticket-vs-dense tables and verdicts as one experiment (``<out>/<task>_auto_k_pooled``).
+1. Both arms of each task pooled over their seeds (:func:`arms`): seeds whose analyses chose different
+   rewind steps have different chain hashes, and a seed that chose k = 0 shares its k = 0 chain's
+   directory, so the report's experiments split both arms; pooled, each arm gets the report's
+   ticket-vs-dense tables and verdicts as one experiment (``<out>/<task>_k0_pooled``,
+   ``<out>/<task>_auto_k_pooled``).
 2. The question of the study: do tickets rewound to the chosen k beat tickets rewound to k = 0? At each
    level, the chosen-k ticket against the k = 0 ticket of the same seed, by the report's paired test
    (``beats``: better / worse / no difference). A seed whose analysis chose k = 0 *is* its k = 0 chain
@@ -41,35 +43,52 @@ def rewind_step(chain_meta: dict) -> int:
     return int(((chain_meta.get("config") or {}).get("rewind") or {}).get("step") or 0)
 
 
-def tickets(experiments: list[Experiment], metric: str) -> pd.DataFrame:
-    """Ticket rows (seed, level, density, value) of the experiments' chains, one per (seed, level)."""
-    frames = [per_seed_table(exp, metric) for exp in experiments]
-    rows = pd.concat(frames, ignore_index=True) if frames else pd.DataFrame()
+def arms(base: str, experiments: list[Experiment]) -> tuple[Experiment, Experiment]:
+    """The k = 0 arm and the chosen-k arm of task ``base``, each pooled over its seeds.
+
+    A chain directory is named by its hash, not by ``name=``: a seed whose analysis chose k = 0 runs
+    its chosen-k chain in its k = 0 chain's directory, whose ``meta.json`` then carries the later name.
+    So the arms are found by what the chains are: the chosen-k arm is every chain with a
+    ``rewind_choice.json`` (written by ``rewind.auto``), the k = 0 arm every chain rewound to 0, among
+    the experiments named ``base``, ``base_k0`` and ``base_auto_k``.
+
+    :param base: the task's experiment name (``ppo_cartpole``).
+    :param experiments: every experiment of the root.
+    """
+    names = {base, base + "_k0", base + AUTO}
+    chains = [c for e in experiments if e.name in names for c in e.chains]
+    k0 = {c.seed: c for c in chains if rewind_step(c.meta) == 0}
+    chosen = {c.seed: c for c in chains if (c.path / CHOICE_FILE).exists()}
+
+    def pooled(name: str, by_seed: dict) -> Experiment:
+        return Experiment(
+            label=name, name=name, chain_hash="pooled", chains=[by_seed[s] for s in sorted(by_seed)]
+        )
+
+    return pooled(f"{base}_k0_pooled", k0), pooled(f"{base}{AUTO}_pooled", chosen)
+
+
+def tickets(exp: Experiment, metric: str) -> pd.DataFrame:
+    """Ticket rows (seed, level, density, value) of the experiment's chains, one per (seed, level)."""
+    rows = per_seed_table(exp, metric) if exp.chains else pd.DataFrame()
     if rows.empty:
         return rows
     rows = rows[(rows["variant"] == TICKET) | (rows["level"] == 0)]
     return rows.drop_duplicates(["seed", "level"], keep="last")
 
 
-def compare_arms(base: str, experiments: list[Experiment], options: ReportOptions) -> pd.DataFrame:
-    """Chosen-k against k = 0 tickets of task ``base``, per level, paired by seed.
+def compare_arms(k0: Experiment, chosen: Experiment, options: ReportOptions) -> pd.DataFrame:
+    """Chosen-k against k = 0 tickets, per level, paired by seed (see the module docstring).
 
-    :param base: the task's experiment name (``ppo_cartpole``); its arms are ``base`` or ``base_k0``
-        (k = 0) and ``base_auto_k``.
-    :param experiments: every experiment of the root.
+    :param k0: the k = 0 arm.
+    :param chosen: the chosen-k arm.
     :param options: the report's test options and metric.
     """
-    auto = [e for e in experiments if e.name == base + AUTO]
-    k0 = [
-        e
-        for e in experiments
-        if e.name in (base, base + "_k0") and all(rewind_step(c.meta) == 0 for c in e.chains)
-    ]
-    chosen = {c.seed: rewind_step(c.meta) for e in auto for c in e.chains}
-    mine, theirs = tickets(auto, options.metric), tickets(k0, options.metric)
+    steps = {c.seed: rewind_step(c.meta) for c in chosen.chains}
+    mine, theirs = tickets(chosen, options.metric), tickets(k0, options.metric)
     if mine.empty or theirs.empty:
         return pd.DataFrame()
-    bounds = metric_bounds(auto[0].meta)
+    bounds = metric_bounds(chosen.meta)
     rows = []
     for level, cell in mine[mine["level"] > 0].groupby("level"):
         other = theirs[theirs["level"] == level].set_index("seed")["value"]
@@ -82,7 +101,7 @@ def compare_arms(base: str, experiments: list[Experiment], options: ReportOption
                 "level": int(level),
                 "density": float(cell["density"].mean()),
                 "n": result.n,
-                "k_per_seed": " ".join(f"{s}:{chosen.get(s, '?')}" for s in seeds),
+                "k_per_seed": " ".join(f"{s}:{steps.get(s, '?')}" for s in seeds),
                 "k0_mean": float(np.mean(b)) if len(b) else np.nan,
                 "chosen_mean": float(np.mean(a)) if len(a) else np.nan,
                 "diff_mean": result.diff_mean,
@@ -169,22 +188,16 @@ def main() -> None:
     out = args.out or args.root / "report"
     options = ReportOptions(metric=args.metric)
     experiments = discover(args.root)
-    arms: dict[str, list] = {}
-    for exp in experiments:
-        if exp.name.endswith(AUTO):
-            arms.setdefault(exp.name, []).extend(exp.chains)
     out.mkdir(parents=True, exist_ok=True)
     (out / "stability_sources.md").write_text(instability_sources(args.root))
-    for name, chains in sorted(arms.items()):
-        steps = {c.seed: json.loads((c.path / CHOICE_FILE).read_text())["rewind.step"] for c in chains}
-        print(f"{name}: rewind step per seed {steps}")
-        if len({c.chain_hash for c in chains}) > 1:
-            ordered = sorted(chains, key=lambda c: c.seed)
-            pooled = Experiment(label=f"{name}_pooled", name=name, chain_hash="pooled", chains=ordered)
-            write_experiment(pooled, out / f"{name}_pooled", options)
-            print(f"  pooled over {len(chains)} seeds: {out / (name + '_pooled') / 'summary.md'}")
-        base = name[: -len(AUTO)]
-        table = compare_arms(base, experiments, options)
+    for base in sorted({e.name[: -len(AUTO)] for e in experiments if e.name.endswith(AUTO)}):
+        k0, chosen = arms(base, experiments)
+        print(f"{base}: rewind step per seed { ({c.seed: rewind_step(c.meta) for c in chosen.chains}) }")
+        for arm in (k0, chosen):
+            if arm.chains:
+                write_experiment(arm, out / arm.label, options)
+                print(f"  {arm.label}: {len(arm.chains)} seeds, {out / arm.label / 'summary.md'}")
+        table = compare_arms(k0, chosen, options)
         if table.empty:
             print(f"  {base}: no k = 0 arm to compare with")
             continue

@@ -49,19 +49,26 @@ def write_chain(root: Path, chain_hash: str, seed: int, name: str, step: int, re
 
 
 def build_root(root: Path) -> None:
+    """As the study leaves it: a seed whose analysis chose k = 0 ran its chosen-k chain in its k = 0
+    chain's directory (same hash), whose meta.json then carries the chosen-k arm's name."""
     for seed in CHOSEN:
         k0 = [480.0, 400.0 - 10 * seed, 300.0 + seed, 200.0 - seed]
-        write_chain(root, "k0hash", seed, "ppo_cartpole", 0, k0)
-        chosen = [k0[0]] + [r + GAIN[seed] for r in k0[1:]]
-        # Seeds that chose different k have different chain hashes; seed 0's is the k = 0 chain itself.
-        chain = write_chain(root, f"auto{CHOSEN[seed]}", seed, "ppo_cartpole_auto_k", CHOSEN[seed], chosen)
+        if CHOSEN[seed] == 0:
+            chain = write_chain(root, "k0hash", seed, "ppo_cartpole_auto_k", 0, k0)
+        else:
+            write_chain(root, "k0hash", seed, "ppo_cartpole_k0", 0, k0)
+            chosen = [k0[0]] + [r + GAIN[seed] for r in k0[1:]]
+            chain = write_chain(
+                root, f"auto{CHOSEN[seed]}", seed, "ppo_cartpole_auto_k", CHOSEN[seed], chosen
+            )
         (chain / SCRIPT.CHOICE_FILE).write_text(json.dumps({"rewind.step": CHOSEN[seed]}))
 
 
 def test_chosen_k_is_paired_with_k0_by_seed_and_its_gain_found(tmp_path: Path) -> None:
     build_root(tmp_path)
-    experiments = SCRIPT.discover(tmp_path)
-    table = SCRIPT.compare_arms("ppo_cartpole", experiments, SCRIPT.ReportOptions())
+    k0, chosen = SCRIPT.arms("ppo_cartpole", SCRIPT.discover(tmp_path))
+    assert [c.seed for c in k0.chains] == [c.seed for c in chosen.chains] == [0, 1, 2, 3, 4]
+    table = SCRIPT.compare_arms(k0, chosen, SCRIPT.ReportOptions())
     assert list(table["level"]) == [1, 2, 3]
     mean_gain = sum(GAIN.values()) / len(GAIN)
     assert table["n"].tolist() == [5, 5, 5]
@@ -80,8 +87,9 @@ def test_the_script_pools_the_arm_and_writes_the_comparison(
     table = pd.read_csv(out / "ppo_cartpole_chosen_k_vs_k0.csv")
     assert len(table) == 3 and (table["verdict"] == "better").all()
     assert "chosen k is" in (out / "ppo_cartpole_chosen_k_vs_k0.md").read_text()
-    pooled = pd.read_csv(out / "ppo_cartpole_auto_k_pooled" / "per_seed.csv")
-    assert sorted(pooled["seed"].unique()) == [0, 1, 2, 3, 4]
+    for arm in ("ppo_cartpole_auto_k_pooled", "ppo_cartpole_k0_pooled"):
+        pooled = pd.read_csv(out / arm / "per_seed.csv")
+        assert sorted(pooled["seed"].unique()) == [0, 1, 2, 3, 4], arm
 
 
 def test_instability_sources_counts_pairs_unstable_by_their_ends_and_by_a_barrier(tmp_path: Path) -> None:
