@@ -13,7 +13,8 @@
 3. Where the instability comes from, per analysis (``<out>/stability_sources.md``): of the pairs over
    the threshold, how many have their worst point at an end of the path (the two copies simply ended
    apart) and how many also have a barrier over the threshold (the path dips below the line joining
-   the ends: Frankle et al.'s loss of linear connectivity).
+   the ends: Frankle et al.'s loss of linear connectivity); also how many paths have a point below both
+   ends, and the largest barrier.
 
 Usage: ``python scripts/report_stability.py ROOT [--out ROOT/report] [--metric final|best|auc]``.
 """
@@ -152,7 +153,10 @@ def instability_sources(root: Path) -> str:
 
     :param root: the results root (reads ``root/stability/<hash>/seed_*/instability.csv``).
     """
-    headers = ["analysis", "learner", "pairs", "unstable", "worst point at an end", "barrier over threshold"]
+    headers = [
+        "analysis", "learner", "pairs", "unstable", "worst point at an end", "barrier over threshold",
+        "a point below both ends", "largest barrier",
+    ]  # fmt: skip
     rows = []
     for analysis in sorted(p for p in (root / "stability").glob("*") if p.is_dir()):
         frames = [pd.read_csv(f) for f in sorted(analysis.glob("seed_*/instability.csv"))]
@@ -173,6 +177,8 @@ def instability_sources(root: Path) -> str:
                 len(unstable),
                 int(at_end.sum()),
                 int(over.sum()),
+                int((pairs["worst"] < pairs[["end_a", "end_b"]].min(axis=1)).sum()),
+                f"{pairs['barrier'].max():.4g}",
             ]
         )
     return md_table(headers, rows)

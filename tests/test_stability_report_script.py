@@ -100,10 +100,13 @@ def test_instability_sources_counts_pairs_unstable_by_their_ends_and_by_a_barrie
         {  # stable; unstable by the ends only; unstable with a dip in the middle; unstable at an end with a dip
             "stable": [True, False, False, False],
             "worst_alpha": [0.0, 1.0, 0.5, 0.0],
+            "end_a": [500.0, 500.0, 500.0, 100.0],
+            "end_b": [500.0, 200.0, 450.0, 480.0],
+            "worst": [500.0, 200.0, 400.0, 100.0],
             "barrier": [0.0, 0.0, 60.0, 30.0],
             "threshold": [25.0] * 4,
         }
     )
     pairs.to_csv(seed_dir / "instability.csv", index=False)
     table = SCRIPT.instability_sources(tmp_path)
-    assert "| abc123 | ppo CartPole-v1 | 4 | 3 | 2 | 2 |" in table
+    assert "| abc123 | ppo CartPole-v1 | 4 | 3 | 2 | 2 | 1 | 60 |" in table
