@@ -93,14 +93,21 @@ def test_an_interrupt_ends_in_one_line_that_says_how_to_resume(
 
 
 def partials(root: Path) -> set[tuple[Path, int]]:
-    """The ``.partial`` level directories under a root, with their creation times."""
-    found = set()
-    for path in root.glob("*/*/seed_0/level_*/*.partial"):
+    """The ``.partial`` level directories under a root, with their creation times.
+
+    The run creates and removes directories while this scans (its write probe, levels renamed into
+    place), so a directory vanishing mid-scan restarts the scan instead of failing the test."""
+    while True:
+        found = set()
         try:
-            found.add((path, path.stat().st_ctime_ns))
-        except FileNotFoundError:  # renamed into place meanwhile
+            for path in root.glob("*/*/seed_0/level_*/*.partial"):
+                try:
+                    found.add((path, path.stat().st_ctime_ns))
+                except FileNotFoundError:  # renamed into place meanwhile
+                    continue
+        except FileNotFoundError:  # a directory glob was listing went away: scan again
             continue
-    return found
+        return found
 
 
 def run_until_training(root: Path, env: dict[str, str]) -> tuple[subprocess.Popen[str], float]:
