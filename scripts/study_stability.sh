@@ -10,8 +10,9 @@
 #      dense run and the k = 0 IMP chain up to the deepest level (its masks), then one pair per (k, level).
 #   2. The k = 0 arm is that chain; the chosen-k arm is the same chain with rewind.auto=true (each seed's k
 #      from its own analysis: the smallest k at which every analysed level is stable at the 5% threshold).
-#   3. rl-tickets-report ROOT: ticket-vs-dense verdicts per arm and the analyses' figures; seeds whose chosen
-#      k differ land in different chain hashes, so their verdicts are also pooled here into one experiment.
+#   3. rl-tickets-report ROOT: ticket-vs-dense verdicts per arm and the analyses' figures. Seeds whose chosen
+#      k differ land in different chain hashes, so scripts/report_stability.py then pools each arm over its
+#      seeds, pairs the chosen-k tickets with the k = 0 tickets by seed, and counts where instability comes from.
 #
 # Optional DQN on CartPole (zoo settings) with a trimmed grid and levels: DQN=1.
 # Cost and plan: docs/results/stability.md. Everything resumes: rerun the same command after an interrupt.
