@@ -37,6 +37,7 @@ CHOICES: dict[str, tuple[str, ...]] = {
     "supermask.signs": ("ticket", "random"),
     "stability.of": ("rl", "supervised"),
     "stability.masks": ("k0", "per_k"),
+    "stability.reference": ("final", "best"),
 }
 
 # Sparse training from scratch (static masks, SET, RigL): one run at prune.final_density from the start.
@@ -196,6 +197,9 @@ class StabilityConfig:
     masks: str = "k0"
     # "Stable": instability at most this fraction of |dense metric| (the report's margin; rewind.auto).
     threshold: float = 0.05
+    # The dense metric the threshold is a fraction of: its final evaluation, or (RL) its best evaluation,
+    # for agents whose final return is noisy (zoo DQN on CartPole ends some seeds far below its best).
+    reference: str = "final"
 
 
 @dataclass

@@ -33,6 +33,7 @@ from rl_tickets.config import (
     validate,
 )
 from rl_tickets.level import Trainer, snapshot_file
+from rl_tickets.rl.evaluation import EVALUATIONS_FILE, Evaluation, save_evaluations
 from rl_tickets.sparsity.masks import load_mask
 from rl_tickets.stability.analysis import Analysis
 from rl_tickets.stability.choose import CHOICE_FILE, choose_step, resolve_auto
@@ -40,7 +41,7 @@ from rl_tickets.stability.figures import FIGURES, SUMMARY_CSV, write_figures, wr
 from rl_tickets.stability.interpolation import barrier, instability, interpolate
 from rl_tickets.stability.pairs import PairSpec, evaluate_path, train_pair
 from rl_tickets.stability.settings import check_settings, grid, learner_config, mask_config
-from rl_tickets.stability.store import PAIR_RECORD, PATH_RECORD, StabilityPaths
+from rl_tickets.stability.store import PAIR_RECORD, PATH_RECORD, StabilityPaths, dense_reference
 from rl_tickets.stability.tables import INSTABILITY_CSV, STABILITY_CSV
 from rl_tickets.trainers import build_trainer
 
@@ -481,6 +482,39 @@ def test_the_sweep_summary_finds_the_chain_rewind_auto_chose(
     finally:
         (chosen / "levels.csv").unlink()
         chosen.rmdir()
+
+
+def test_the_best_reference_is_the_dense_runs_best_mean_return(tmp_path: Path) -> None:
+    """A DQN-like dense run that peaked at 103.1 and ended at 20.6: ``final`` gives 20.6 (a threshold of
+    1.03 at 5%), ``best`` the peak; a final evaluation above every earlier one is its own best."""
+    record = {"metric": "eval_return_mean", "metrics": {"eval_return_mean": 20.6}}
+    returns = [[100.0, 106.2], [21.0, 20.2]]  # means 103.1 and 20.6
+    save_evaluations(
+        tmp_path / EVALUATIONS_FILE, [Evaluation(s, r, [1, 1]) for s, r in zip((10, 20), returns)]
+    )
+    assert dense_reference(tmp_path, record, "final") == 20.6
+    assert dense_reference(tmp_path, record, "best") == pytest.approx(103.1)
+    rising = {"metric": "eval_return_mean", "metrics": {"eval_return_mean": 200.0}}
+    assert dense_reference(tmp_path, rising, "best") == 200.0
+
+
+def test_rewind_auto_judges_against_the_best_reference(rl_run: tuple[Config, Path, Trainer]) -> None:
+    cfg, seed_dir, _ = rl_run
+    chain_cfg = replace(learner_config(cfg), rewind=replace(cfg.rewind, auto=True))
+    with np.load(seed_dir / "dense" / EVALUATIONS_FILE) as evaluations:
+        best = float(evaluations["results"].mean(axis=1).max())
+    best_cfg = replace(chain_cfg, stability=replace(cfg.stability, threshold=10.0, reference="best"))
+    record = resolve_auto(best_cfg)[1]
+    assert record["reference"] == "best" and record["dense_metric"] == pytest.approx(best)
+    assert record["threshold"] == pytest.approx(10.0 * abs(best))
+
+
+def test_the_best_reference_is_refused_for_supervised_runs(tmp_path: Path) -> None:
+    cfg = supervised_config(tmp_path)
+    cfg = replace(cfg, stability=replace(cfg.stability, reference="best"))
+    with pytest.raises(ConfigError, match="stability.reference=best reads the RL dense run") as error:
+        check_settings(cfg)
+    assert "\n" not in str(error.value)
 
 
 def test_rewind_auto_without_an_analysis_is_one_line(tmp_path: Path) -> None:

@@ -32,7 +32,13 @@ from rl_tickets.sparsity.masks import Mask, load_mask
 from rl_tickets.stability.pairs import PairSpec, evaluate_path, path_is_current, train_pair
 from rl_tickets.stability.points import PathEvaluator
 from rl_tickets.stability.settings import COPIES, alphas, grid, learner_config, mask_config, noise_seed
-from rl_tickets.stability.store import PAIR_RECORD, StabilityPaths, analysis_identity, read_json
+from rl_tickets.stability.store import (
+    PAIR_RECORD,
+    StabilityPaths,
+    analysis_identity,
+    dense_reference,
+    read_json,
+)
 from rl_tickets.stability.tables import collect, write_tables
 
 Announce = Callable[[str], None]
@@ -245,7 +251,8 @@ class Analysis:
 
     def write_tables(self) -> None:
         """Rebuild stability.csv and instability.csv from the finished, evaluated pairs."""
-        dense_metric = float(self.dense_record()["metrics"][self.trainer.metric])
+        reference = self.cfg.stability.reference
+        dense_metric = dense_reference(self.paths.dense, self.dense_record(), reference)
         rows, summaries = collect(
             self.paths.seed_dir,
             self.paths.pairs(),

@@ -27,7 +27,7 @@ from typing import Any
 from rl_tickets.chain.store import write_atomic
 from rl_tickets.config import Config, ConfigError, learner_task
 from rl_tickets.stability.settings import budget_of, check_settings
-from rl_tickets.stability.store import StabilityPaths, read_json
+from rl_tickets.stability.store import StabilityPaths, dense_reference, read_json
 from rl_tickets.stability.tables import collect, threshold_of
 
 CHOICE_FILE = "rewind_choice.json"
@@ -74,7 +74,7 @@ def resolve_auto(cfg: Config) -> tuple[Config, dict[str, Any]]:
             f"rewind.auto=true: no instability analysis of these settings at {paths.seed_dir}; {rerun}"
         )
     taken = sorted({int(k) for k in dense["extra"]["snapshots"].values()})
-    dense_metric = float(dense["metrics"][dense["metric"]])
+    dense_metric = dense_reference(paths.dense, dense, s.reference)
     _, summaries = collect(paths.seed_dir, paths.pairs(), cfg.seed, budget_of(cfg), dense_metric, s.threshold)
     found = {(int(r["k"]), int(r["level"])) for r in summaries}
     missing = [(k, level) for k in taken for level in s.levels if (k, level) not in found]
@@ -90,7 +90,7 @@ def resolve_auto(cfg: Config) -> tuple[Config, dict[str, Any]]:
     if step is None:
         raise ConfigError(
             f"rewind.auto=true: no k of {taken} is stable for every level of stability.levels={list(s.levels)} at "
-            f"seed {cfg.seed} (threshold {s.threshold} x |{dense_metric:.4g}|); raise stability.threshold or "
+            f"seed {cfg.seed} (threshold {s.threshold} x |{dense_metric:.4g}|, the dense {s.reference} metric); raise stability.threshold or "
             f"add later steps; instabilities: {json.dumps(instabilities)}"
         )
     record = {
@@ -98,6 +98,7 @@ def resolve_auto(cfg: Config) -> tuple[Config, dict[str, Any]]:
         "analysis": str(paths.seed_dir),
         "levels": list(s.levels),
         "threshold_fraction": s.threshold,
+        "reference": s.reference,
         "threshold": threshold_of(s.threshold, dense_metric),
         "dense_metric": dense_metric,
         "instability": instabilities,

@@ -107,6 +107,11 @@ def check_settings(cfg: Config) -> None:
         raise ConfigError(f"stability.alphas={s.alphas} must be >= 2 (points from 0 to 1, ends included)")
     if s.threshold < 0:
         raise ConfigError(f"stability.threshold={s.threshold} must be >= 0 (a fraction of |dense metric|)")
+    if s.reference == "best" and learner_task(cfg) == "supervised":
+        raise ConfigError(
+            "stability.reference=best reads the RL dense run's evaluations; a supervised run's metric is "
+            "already taken at its early-stopping iteration: use stability.reference=final"
+        )
     if cfg.prune.schedule not in CHAIN_SCHEDULES:
         raise ConfigError(
             f"prune.schedule={cfg.prune.schedule} trains one run, not a chain of levels with masks to "

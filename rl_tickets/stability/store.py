@@ -27,8 +27,11 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import numpy as np
+
 from rl_tickets.chain.identity import chain_identity, digest
 from rl_tickets.config import Config
+from rl_tickets.rl.evaluation import EVALUATIONS_FILE
 from rl_tickets.stability.settings import grid, learner_config
 
 DIRECTORY = "stability"
@@ -97,6 +100,24 @@ def read_json(path: Path) -> dict[str, Any] | None:
         return json.loads(path.read_text())
     except (OSError, ValueError):
         return None
+
+
+def dense_reference(dense: Path, record: dict[str, Any], reference: str) -> float:
+    """The dense metric the stability threshold is a fraction of (``stability.reference``).
+
+    ``final``: the dense run's headline metric (its last evaluation). ``best``: the largest mean return
+    over the RL dense run's evaluations (``evaluations.npz``, read without pickles), its final one included.
+
+    :param dense: the analysis's dense run directory.
+    :param record: that run's ``metrics.json``.
+    :param reference: ``final`` or ``best``.
+    """
+    final = float(record["metrics"][record["metric"]])
+    if reference == "final":
+        return final
+    with np.load(dense / EVALUATIONS_FILE, allow_pickle=False) as evaluations:
+        means = np.asarray(evaluations["results"], dtype=float).mean(axis=1)
+    return max(final, float(means.max())) if means.size else final
 
 
 def seed_dirs(analysis: Path) -> list[Path]:
