@@ -58,6 +58,9 @@ if [[ "${DQN:-0}" == 1 ]]; then
 fi
 
 rl-tickets-report "$ROOT"
+if [[ "${DQN:-0}" == 1 ]]; then  # DQN's final return is noisy: its verdicts also on the best evaluation
+  rl-tickets-report "$ROOT" --metric best --out "$ROOT/report_best"
+fi
 
 # Each chosen-k arm pooled over its seeds, and the chosen-k tickets against the k = 0 tickets, paired by seed.
 python scripts/report_stability.py "$ROOT"
