@@ -15,6 +15,10 @@
    apart) and how many also have a barrier over the threshold (the path dips below the line joining
    the ends: Frankle et al.'s loss of linear connectivity); also how many paths have a point below both
    ends, and the largest barrier.
+4. What the study's trainings cost (``<out>/stability_cost.md``): the training, evaluation and saving
+   seconds each run records (``time`` in its ``metrics.json``; one process per core, so CPU-hours when
+   no two runs share a core), summed per analysis (its dense runs and copies) and per chain (its
+   levels and its dense level 0).
 
 Usage: ``python scripts/report_stability.py ROOT [--out ROOT/report] [--metric final|best|auc]``.
 """
@@ -184,6 +188,41 @@ def instability_sources(root: Path) -> str:
     return md_table(headers, rows)
 
 
+def recorded_seconds(metrics_files: list[Path]) -> float:
+    """The seconds recorded in the ``time`` entries of these ``metrics.json`` files, summed."""
+    total = 0.0
+    for path in metrics_files:
+        times = json.loads(path.read_text()).get("time") or {}
+        total += sum(float(v) for v in times.values() if isinstance(v, int | float))
+    return total
+
+
+def training_cost(root: Path) -> str:
+    """Recorded training time per analysis and per chain, in hours (see the module docstring).
+
+    :param root: the results root.
+    """
+    rows = []
+    for analysis in sorted(p for p in (root / "stability").glob("*") if p.is_dir()):
+        runs = sorted(analysis.glob("seed_*/dense/metrics.json")) + sorted(
+            analysis.glob("seed_*/k_*/level_*/[ab]/metrics.json")
+        )
+        if runs:
+            rows.append([f"analysis {analysis.name}", len(runs), f"{recorded_seconds(runs) / 3600:.2f}"])
+    for chain in sorted(p for p in (root / "chains").glob("*") if p.is_dir()):
+        runs = sorted(chain.glob("seed_*/level_*/*/metrics.json"))
+        names = set()
+        for meta_file in sorted(chain.glob("seed_*/meta.json")):
+            meta = json.loads(meta_file.read_text())
+            names.add(meta.get("name", ""))
+            dense = root / "dense" / Path(meta.get("dense_dir", "")).parent.name / meta_file.parent.name
+            runs += sorted(dense.glob("level_00/*/metrics.json"))
+        if runs:
+            label = f"chain {chain.name} ({', '.join(sorted(names))})"
+            rows.append([label, len(runs), f"{recorded_seconds(runs) / 3600:.2f}"])
+    return md_table(["what", "trainings", "hours recorded"], rows)
+
+
 def main() -> None:
     """Pool the chosen-k arms and compare them with the k = 0 arms."""
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
@@ -196,6 +235,7 @@ def main() -> None:
     experiments = discover(args.root)
     out.mkdir(parents=True, exist_ok=True)
     (out / "stability_sources.md").write_text(instability_sources(args.root))
+    (out / "stability_cost.md").write_text(training_cost(args.root))
     for base in sorted({e.name[: -len(AUTO)] for e in experiments if e.name.endswith(AUTO)}):
         k0, chosen = arms(base, experiments)
         print(f"{base}: rewind step per seed { ({c.seed: rewind_step(c.meta) for c in chosen.chains}) }")

@@ -110,3 +110,24 @@ def test_instability_sources_counts_pairs_unstable_by_their_ends_and_by_a_barrie
     pairs.to_csv(seed_dir / "instability.csv", index=False)
     table = SCRIPT.instability_sources(tmp_path)
     assert "| abc123 | ppo CartPole-v1 | 4 | 3 | 2 | 2 | 1 | 60 |" in table
+
+
+def test_training_cost_sums_the_recorded_seconds_of_analyses_and_chains_with_their_dense_level(
+    tmp_path: Path,
+) -> None:
+    def run(directory: Path, **seconds: float) -> None:
+        directory.mkdir(parents=True)
+        (directory / "metrics.json").write_text(json.dumps({"metrics": {}, "time": seconds}))
+
+    analysis = tmp_path / "stability" / "abc123"
+    run(analysis / "seed_0" / "dense", train_s=1000.0, eval_s=80.0)
+    run(analysis / "seed_0" / "k_000000000" / "level_00" / "a", train_s=900.0, save_s=20.0)
+    run(analysis / "seed_0" / "k_000000000" / "level_00" / "b", train_s=600.0)
+    chain = write_chain(tmp_path, "chainhash", 0, "dqn_cartpole_k0", 0, [100.0, 200.0])
+    meta = json.loads((chain / "meta.json").read_text())
+    (chain / "meta.json").write_text(json.dumps({**meta, "dense_dir": "elsewhere/dense/densehash/seed_0"}))
+    run(chain / "level_01" / "ticket", train_s=1800.0)
+    run(tmp_path / "dense" / "densehash" / "seed_0" / "level_00" / "ticket", train_s=1800.0)
+    table = SCRIPT.training_cost(tmp_path)
+    assert "| analysis abc123 | 3 | 0.72 |" in table  # 2,600 s
+    assert "| chain chainhash (dqn_cartpole_k0) | 2 | 1.00 |" in table  # its level and its dense level 0
