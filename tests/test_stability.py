@@ -7,6 +7,7 @@ with budgets small enough for seconds and settings that make gradient updates re
 from __future__ import annotations
 
 import json
+import shutil
 from dataclasses import replace
 from pathlib import Path
 from typing import Any
@@ -498,15 +499,29 @@ def test_the_best_reference_is_the_dense_runs_best_mean_return(tmp_path: Path) -
     assert dense_reference(tmp_path, rising, "best") == 200.0
 
 
-def test_rewind_auto_judges_against_the_best_reference(rl_run: tuple[Config, Path, Trainer]) -> None:
-    cfg, seed_dir, _ = rl_run
+def test_rewind_auto_judges_against_the_best_reference(
+    rl_run: tuple[Config, Path, Trainer], tmp_path: Path
+) -> None:
+    """A copy of a finished analysis whose dense run peaked far above its final return: ``best`` judges
+    against the peak, ``final`` against the final return (a threshold so loose that every k is stable, so
+    the choice never depends on how this machine's runs went)."""
+    cfg, _, _ = rl_run
+    root = tmp_path / "root"
+    shutil.copytree(cfg.root, root)
+    cfg = replace(cfg, root=str(root))
+    dense = StabilityPaths.of(cfg).dense
+    final = json.loads((dense / "metrics.json").read_text())
+    final_metric = float(final["metrics"][final["metric"]])
+    peak = abs(final_metric) + 1000.0
+    save_evaluations(
+        dense / EVALUATIONS_FILE, [Evaluation(1, [peak], [1]), Evaluation(2, [final_metric], [1])]
+    )
     chain_cfg = replace(learner_config(cfg), rewind=replace(cfg.rewind, auto=True))
-    with np.load(seed_dir / "dense" / EVALUATIONS_FILE) as evaluations:
-        best = float(evaluations["results"].mean(axis=1).max())
-    best_cfg = replace(chain_cfg, stability=replace(cfg.stability, threshold=10.0, reference="best"))
-    record = resolve_auto(best_cfg)[1]
-    assert record["reference"] == "best" and record["dense_metric"] == pytest.approx(best)
-    assert record["threshold"] == pytest.approx(10.0 * abs(best))
+    for reference, expected in (("best", peak), ("final", final_metric)):
+        changed = replace(chain_cfg, stability=replace(cfg.stability, threshold=1e6, reference=reference))
+        record = resolve_auto(changed)[1]
+        assert record["reference"] == reference and record["dense_metric"] == pytest.approx(expected)
+        assert record["threshold"] == pytest.approx(1e6 * abs(expected))
 
 
 def test_the_best_reference_is_refused_for_supervised_runs(tmp_path: Path) -> None:

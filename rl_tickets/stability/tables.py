@@ -54,7 +54,7 @@ def threshold_of(fraction: float, dense_metric: float) -> float:
     """The largest instability called stable: ``fraction`` of the dense metric's magnitude.
 
     :param fraction: ``stability.threshold`` (0.05: the report's non-inferiority margin).
-    :param dense_metric: the analysis's dense run's headline metric for this seed.
+    :param dense_metric: the dense metric of this seed (``stability.reference``: final or best).
     """
     return fraction * abs(dense_metric)
 
@@ -68,7 +68,7 @@ def pair_rows(
     :param budget: the training budget (for ``k_fraction``).
     :param pair: its pair.json.
     :param path: its path.json.
-    :param dense_metric: the dense run's headline metric.
+    :param dense_metric: the dense metric of this seed (``stability.reference``: final or best).
     :param fraction: ``stability.threshold``.
     """
     base = {
@@ -120,7 +120,7 @@ def collect(
     :param pairs: its finished pair directories.
     :param seed: the chain seed.
     :param budget: the training budget.
-    :param dense_metric: the dense run's headline metric.
+    :param dense_metric: the dense metric of this seed (``stability.reference``: final or best).
     :param fraction: ``stability.threshold``.
     """
     rows: list[dict[str, Any]] = []
