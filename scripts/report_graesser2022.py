@@ -4,7 +4,8 @@
 
 Writes under ``--out``:
 - the standard report with Graesser et al.'s metric (``rl-tickets-report STUDY_ROOT --metric last10``):
-  one folder per experiment, and ``methods.md`` (every method at equal density, pairwise verdicts);
+  one folder per experiment, ``methods.md`` (every method at equal density, pairwise verdicts) and
+  ``methods.png`` (each method's metric against density, 95% intervals);
 - ``findings.md``: per algorithm and density, each method's mean ± sd of the metric (last 10% of
   evaluations) and of the final return, then Graesser et al.'s four findings checked on our runs, point by
   point, each with its paired verdicts: is pruning (gradual) best? is RigL close to SET? does ERK beat
@@ -24,7 +25,7 @@ import pandas as pd
 from rl_tickets.report import main as report_main
 from rl_tickets.report.formatting import fmt_density, fmt_num, md_table
 from rl_tickets.report.loading import discover
-from rl_tickets.report.methods import DENSE, dense_line, method_table, method_verdicts
+from rl_tickets.report.methods import DENSE, dense_line, group_titles, method_table, method_verdicts
 from rl_tickets.report.ranges import metric_bounds
 from rl_tickets.report.records import Experiment
 from rl_tickets.report.tables import ReportOptions
@@ -45,19 +46,6 @@ FINDINGS = [
         [(m, "small_dense") for m in SPARSE],
     ),
 ]
-
-
-def algo_of(experiments: list[Experiment]) -> dict[str, str]:
-    """Dense-run group -> ``algo on env`` label."""
-    out = {}
-    for exp in experiments:
-        dense = exp.meta.get("dense_dir")
-        if dense:
-            config = exp.meta.get("config") or {}
-            out[Path(str(dense)).parent.name] = (
-                f"{exp.meta.get('algo')} on {(config.get('env') or {}).get('id')}"
-            )
-    return out
 
 
 def verdict_text(verdicts: pd.DataFrame, group: str, density: float, a: str, b: str) -> str:
@@ -84,7 +72,7 @@ def findings_markdown(experiments: list[Experiment], options: ReportOptions) -> 
     final = method_table(experiments, "final")
     bounds = metric_bounds(experiments[0].meta) if experiments else None
     verdicts = method_verdicts(table, options, bounds)
-    labels = algo_of(experiments)
+    labels = group_titles(experiments)
     out = [
         "# Graesser et al. 2022 on our runs\n",
         f"Metric: mean return over the last 10% of evaluations (`--metric {METRIC}`), mean ± sd over seeds; "

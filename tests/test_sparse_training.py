@@ -22,6 +22,7 @@ from typing import Any
 
 import gymnasium as gym
 import numpy as np
+import pandas as pd
 import pytest
 import torch
 from stable_baselines3.common.base_class import BaseAlgorithm
@@ -734,6 +735,32 @@ def test_the_report_compares_methods_at_equal_density_and_gives_one_run_chains_v
         and "better" in text
         and "methods.md" in (tmp_path / "report" / "index.md").read_text()
     )
+    # The figure the markdown embeds is drawn, and its headings name the agent.
+    assert "](methods.png)" in text and (tmp_path / "report" / "methods.png").stat().st_size > 10_000
+
+
+def test_method_summary_gives_each_cells_mean_sd_and_t_interval() -> None:
+    from scipy import stats as scipy_stats
+
+    from rl_tickets.report.method_plots import method_summary
+
+    table = pd.DataFrame(
+        {
+            "group": ["g"] * 7,
+            "method": ["dense"] * 3 + ["set/erk"] * 3 + ["static/erk"],
+            "density": [1.0] * 3 + [0.1] * 4,
+            "seed": [0, 1, 2, 0, 1, 2, 0],
+            "value": [200.0, 200.0, 200.0, 100.0, 150.0, np.nan, 42.0],
+        }
+    )
+    summary = method_summary(table).set_index("method")
+    dense, set_, static = summary.loc["dense"], summary.loc["set/erk"], summary.loc["static/erk"]
+    # Zero variance: the interval collapses onto the mean (capped CartPole returns tie like this).
+    assert (dense["n"], dense["mean"], dense["ci_low"], dense["ci_high"]) == (3, 200.0, 200.0, 200.0)
+    half = scipy_stats.t.ppf(0.975, 1) * np.std([100.0, 150.0], ddof=1) / np.sqrt(2)
+    assert set_["n"] == 2 and set_["mean"] == 125.0  # the missing seed is left out, not counted as 0
+    assert set_["ci_low"] == pytest.approx(125.0 - half) and set_["ci_high"] == pytest.approx(125.0 + half)
+    assert static["n"] == 1 and static["mean"] == 42.0 and np.isnan(static["ci_low"])
 
 
 def test_last10_is_the_mean_of_the_last_tenth_of_evaluations() -> None:

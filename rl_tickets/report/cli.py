@@ -15,7 +15,8 @@ experiment, under ``--out`` (default ``ROOT/report``):
   dimensions (Vischer et al. 2022's "minimal task representations"), mask overlap (Jaccard)
   across seeds and across levels, actor vs critic density;
 
-and ``index.md`` listing the experiments (and the instability analyses under ``ROOT/stability/``, each
+where chains share a dense run, ``methods.md`` + ``methods.png`` (+ csvs): every method at equal density
+with pairwise verdicts (:mod:`rl_tickets.report.methods`), and ``index.md`` listing the experiments (and the instability analyses under ``ROOT/stability/``, each
 in ``stability-<learner>-<hash8>/``: :func:`rl_tickets.stability.figures.write_reports`). Any chain may
 be incomplete: missing levels, controls, masks or files are skipped with a note, never an error.
 """
@@ -46,7 +47,8 @@ from rl_tickets.report.markdown import (
     summary_markdown,
 )
 from rl_tickets.report.masks import analyse_masks, has_mask_plot, masks_markdown
-from rl_tickets.report.methods import write_methods
+from rl_tickets.report.method_plots import plot_methods
+from rl_tickets.report.methods import group_titles, write_methods
 from rl_tickets.report.metrics import DEFAULT_METRIC, METRICS, metric_label
 from rl_tickets.report.plots import plot_masks, plot_metric_vs_density, plot_name
 from rl_tickets.report.ranges import metric_bounds
@@ -286,8 +288,11 @@ def main(argv: list[str] | None = None) -> int:
     # Verdict-grade resamples are not needed for the aggregates' bands; cap them to keep reports quick.
     across = write_aggregates(experiments, out, args.normalise, min(args.n_resamples, 5000), args.metric)
     # IMP tickets, gradual pruning, sparse training and small_dense at equal density (shared dense runs).
-    methods = write_methods(experiments, out, options, metric_label(experiments[0], args.metric))
-    see_methods = "\nMethods at equal density: [methods.md](methods.md)\n" if methods else ""
+    label = metric_label(experiments[0], args.metric)
+    methods = write_methods(experiments, out, options, label)
+    if methods is not None:
+        plot_methods(methods, out / "methods.png", label, group_titles(experiments))
+    see_methods = "\nMethods at equal density: [methods.md](methods.md)\n" if methods is not None else ""
     stability = write_reports(root, out)  # instability analyses (task=stability), if any
     (out / "index.md").write_text(
         index_markdown(entries, root) + aggregates_index(across) + stability + see_methods

@@ -157,21 +157,27 @@ def dense_line(in_group: pd.DataFrame) -> str:
     return f"dense: {fmt_num(dense.mean())} ± {fmt_num(dense.std())} (n={len(dense)})\n"
 
 
-def methods_markdown(table: pd.DataFrame, verdicts: pd.DataFrame, label: str) -> str:
+def methods_markdown(
+    table: pd.DataFrame, verdicts: pd.DataFrame, label: str, titles: dict[str, str] | None = None
+) -> str:
     """``methods.md``: per group and density, each method's mean ± sd (n), its verdict against dense and
     its pairwise verdicts.
 
     :param table: output of :func:`method_table`.
     :param verdicts: output of :func:`method_verdicts`.
     :param label: what the metric is.
+    :param titles: group -> ``algo on env`` for the headings.
     """
+    titles = titles or {}
     out = [
         "# Methods at equal density\n",
         f"Metric: {label}. Rows: methods at one density (within {SAME_DENSITY:.0%}); dense is level 0 of "
         "the same seeds. A pair reads *row* vs *column*: better / worse / no difference (paired by seed).\n",
+        "![methods at equal density](methods.png)\n",
     ]
     for group, in_group in table.groupby("group", sort=True):
-        out.append(f"## Dense run {group}\n")
+        title = f" ({titles[group]})" if group in titles else ""
+        out.append(f"## Dense run {group}{title}\n")
         out.append(dense_line(in_group))
         for density, cell in in_group[in_group["method"] != DENSE].groupby("density", sort=True):
             methods = sorted(cell["method"].unique())
@@ -205,24 +211,37 @@ def _cell(hit: pd.DataFrame, flip: pd.DataFrame) -> str:
     return f"{verdict} ({fmt_num(sign * row['diff_mean'], True)}, p={fmt_num(row['p_value'])})"
 
 
-def write_methods(experiments: list[Experiment], out: Path, options: ReportOptions, label: str) -> bool:
+def group_titles(experiments: list[Experiment]) -> dict[str, str]:
+    """Comparison group (the dense run's hash) -> ``algo on env``, for headings and figure panels."""
+    out = {}
+    for exp in experiments:
+        dense = exp.meta.get("dense_dir")
+        if dense:
+            env = ((exp.meta.get("config") or {}).get("env") or {}).get("id")
+            out[Path(str(dense)).parent.name] = f"{exp.meta.get('algo')} on {env}"
+    return out
+
+
+def write_methods(
+    experiments: list[Experiment], out: Path, options: ReportOptions, label: str
+) -> pd.DataFrame | None:
     """Write ``methods.csv``, ``methods_verdicts.csv`` and ``methods.md`` when a dense run is shared by
-    at least two methods at some density; else nothing.
+    at least two methods at some density; else nothing (the report then draws ``methods.png``).
 
     :param experiments: the root's experiments.
     :param out: the report folder.
     :param options: the report's options (its metric included).
     :param label: what the metric is, for the markdown.
-    :return: whether anything was written.
+    :return: the method table written, or None when nothing was.
     """
     table = method_table(experiments, options.metric)
     cells = table[table["method"] != DENSE].groupby(["group", "density"])["method"].nunique()
     if cells.empty or cells.max() < 2:
-        return False
+        return None
     bounds = metric_bounds(experiments[0].meta) if experiments else None
     verdicts = method_verdicts(table, options, bounds)
     out.mkdir(parents=True, exist_ok=True)
     table.to_csv(out / "methods.csv", index=False)
     verdicts.to_csv(out / "methods_verdicts.csv", index=False)
-    (out / "methods.md").write_text(methods_markdown(table, verdicts, label))
-    return True
+    (out / "methods.md").write_text(methods_markdown(table, verdicts, label, group_titles(experiments)))
+    return table
