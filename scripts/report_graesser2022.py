@@ -121,9 +121,11 @@ def main() -> None:
     parser.add_argument("--out", type=Path, default=Path("docs/results/graesser2022"))
     parser.add_argument("--min-seeds", type=int, default=5)
     args = parser.parse_args()
-    report_main(
+    code = report_main(
         [str(args.root), "--out", str(args.out), "--metric", METRIC, "--min-seeds", str(args.min_seeds)]
     )
+    if code:  # the report refused its arguments or the root (its one line is printed): so does findings.md
+        raise SystemExit(code)
     experiments = discover(args.root)
     options = ReportOptions(min_seeds=args.min_seeds, metric=METRIC)
     (args.out / "findings.md").write_text(findings_markdown(experiments, options))
