@@ -813,3 +813,24 @@ def test_the_graesser2022_presets_carry_their_gin_settings_and_no_zoo_value() ->
     validate(dqn)
     assert ppo.env.n_envs == 8 and ppo.train.timesteps == 100_000 and ppo.prune.levels == 13
     validate(ppo)
+
+
+@pytest.mark.parametrize(("schedule", "last"), [("set", 1), ("gradual", 1), ("iterative", 13)])
+def test_progress_lines_name_the_schedules_last_level(
+    schedule: str,
+    last: int,
+    tmp_path: Path,
+    capsys: pytest.CaptureFixture[str],
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    from rl_tickets.cli.job import Progress
+
+    extra = {} if schedule == "iterative" else {"final_density": 0.3, "distribution": "erk"}
+    prune = PruneConfig(levels=13, schedule=schedule, update_every=EVERY, **extra)
+    cfg = tiny_config(tmp_path, "ppo", CHAIN_HYPERPARAMS["ppo"], 512, RewindConfig(), prune)
+    progress = Progress(cfg, "eval_return_mean", 512, live=False)
+    with caplog.at_level("INFO"):
+        progress(1, schedule, {"density": 0.3, "eval_return_mean": 10.0})
+    assert f"level 1/{last} {schedule}" in capsys.readouterr().out + caplog.text
+    # The ETA counts the levels left: a one-run schedule has its dense level and one run.
+    assert progress.total == 1 + last

@@ -44,7 +44,9 @@ class Progress(Mirror):
         self.cfg, self.metric, self.budget = cfg, metric, budget
         self.started = time.monotonic()
         self.done = self.trained = 0
+        # A one-run schedule (gradual, static, SET, RigL) ends at level 1, whatever prune.levels says.
         levels = min(cfg.prune.levels, 1) if cfg.prune.schedule in ONE_RUN_SCHEDULES else cfg.prune.levels
+        self.last_level = levels
         self.total = levels * (1 + len(cfg.controls) + bool(cfg.transfer_from)) + 1
         self.bar = None
         if live:
@@ -82,7 +84,9 @@ class Progress(Mirror):
         self.done += 1
         self.trained += trained
         value = row.get(self.metric, float("nan"))
-        head = f"[{display_name(self.cfg)} seed={self.cfg.seed}] level {level}/{self.cfg.prune.levels} {variant:<13}"
+        head = (
+            f"[{display_name(self.cfg)} seed={self.cfg.seed}] level {level}/{self.last_level} {variant:<13}"
+        )
         line = f"{head} {'' if trained else 'found: '}density={row['density']:.4f} {self.metric}={value:.4g}"
         if trained:
             # The rate of levels trained by this run (found ones cost nothing) predicts the rest.
