@@ -63,7 +63,12 @@ def verdict_text(verdicts: pd.DataFrame, group: str, density: float, a: str, b: 
         if sign < 0
         else row["verdict"]
     )
-    return f"{verdict} ({fmt_num(sign * row['diff_mean'], True)}, n={row['n']})"
+    # The interval shows how much a "no difference" (a difference not detected) leaves open at n seeds.
+    low, high = sorted((sign * row["ci_low"], sign * row["ci_high"]))
+    return (
+        f"{verdict} ({fmt_num(sign * row['diff_mean'], True)}, CI [{fmt_num(low, True)}, "
+        f"{fmt_num(high, True)}], n={row['n']})"
+    )
 
 
 def findings_markdown(experiments: list[Experiment], options: ReportOptions) -> str:
@@ -76,7 +81,9 @@ def findings_markdown(experiments: list[Experiment], options: ReportOptions) -> 
     out = [
         "# Graesser et al. 2022 on our runs\n",
         f"Metric: mean return over the last 10% of evaluations (`--metric {METRIC}`), mean ± sd over seeds; "
-        "the final return beside it. Verdicts: paired by seed, as in `methods.md`.\n",
+        "the final return beside it. Verdicts: paired by seed, as in `methods.md`; each pair's mean difference "
+        "with its 95% interval: *no difference* means none was detected at these seeds, not that the methods "
+        "are equal (the interval says how large a difference remains possible).\n",
     ]
     for group, in_group in table.groupby("group", sort=True):
         out.append(f"## {labels.get(group, group)}\n")
