@@ -25,8 +25,14 @@ import pandas as pd
 from rl_tickets.report import main as report_main
 from rl_tickets.report.formatting import fmt_density, fmt_num, md_table
 from rl_tickets.report.loading import discover
-from rl_tickets.report.methods import DENSE, dense_line, group_titles, method_table, method_verdicts
-from rl_tickets.report.ranges import metric_bounds
+from rl_tickets.report.methods import (
+    DENSE,
+    dense_line,
+    group_bounds,
+    group_titles,
+    method_table,
+    method_verdicts,
+)
 from rl_tickets.report.records import Experiment
 from rl_tickets.report.tables import ReportOptions
 
@@ -75,8 +81,7 @@ def findings_markdown(experiments: list[Experiment], options: ReportOptions) -> 
     """``findings.md``: method tables per algorithm and density, then the four findings."""
     table = method_table(experiments, METRIC)
     final = method_table(experiments, "final")
-    bounds = metric_bounds(experiments[0].meta) if experiments else None
-    verdicts = method_verdicts(table, options, bounds)
+    verdicts = method_verdicts(table, options, group_bounds(experiments))
     labels = group_titles(experiments)
     out = [
         "# Graesser et al. 2022 on our runs\n",

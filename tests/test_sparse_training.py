@@ -648,7 +648,13 @@ def test_the_supervised_trainer_trains_static_set_and_rigl_with_exact_counts(
 
 # ---- the report: one-run verdicts and methods at equal density -----------------------------------
 def write_chain(
-    root: Path, chain_hash: str, seed: int, prune: dict[str, Any], rows: list[tuple[int, str, float, float]]
+    root: Path,
+    chain_hash: str,
+    seed: int,
+    prune: dict[str, Any],
+    rows: list[tuple[int, str, float, float]],
+    env: str = "CartPole-v0",
+    dense: str = "d0",
 ) -> None:
     """A finished chain as the report reads it: meta.json and levels.csv (level, variant, density, return)."""
     import json
@@ -660,8 +666,8 @@ def write_chain(
         "task": "rl",
         "seed": seed,
         "metric": "eval_return_mean",
-        "dense_dir": str(root / "dense" / "d0" / f"seed_{seed}"),
-        "config": {"prune": prune, "env": {"id": "CartPole-v0"}},
+        "dense_dir": str(root / "dense" / dense / f"seed_{seed}"),
+        "config": {"prune": prune, "env": {"id": env}},
     }
     (directory / "meta.json").write_text(json.dumps(meta))
     with open(directory / "levels.csv", "w", newline="") as handle:
@@ -714,7 +720,7 @@ def test_the_report_compares_methods_at_equal_density_and_gives_one_run_chains_v
     at = table[np.isclose(table["density"], table.loc[table["method"] == "set/erk", "density"].iloc[0])]
     assert set(at["method"]) == {"ticket/global", "static/erk", "set/erk", "small_dense"}
     assert len(table[table["method"] == "dense"]) == 6  # one dense row per seed, shared by every chain
-    verdicts = method_verdicts(table, ReportOptions(), (0.0, 200.0))
+    verdicts = method_verdicts(table, ReportOptions(), {"d0": (0.0, 200.0)})
     pair = verdicts[(verdicts["method"] == "set/erk") & (verdicts["comparison"] == "static/erk")].iloc[0]
     assert pair["verdict"] == "better" and pair["diff_mean"] == pytest.approx(20.0) and pair["n"] == 6
     assert set(verdicts.loc[verdicts["comparison"] == "dense", "method"]) >= {
@@ -737,6 +743,26 @@ def test_the_report_compares_methods_at_equal_density_and_gives_one_run_chains_v
     )
     # The figure the markdown embeds is drawn, and its headings name the agent.
     assert "](methods.png)" in text and (tmp_path / "report" / "methods.png").stat().st_size > 10_000
+
+
+def test_each_comparison_group_gets_its_own_environments_return_range(tmp_path: Path) -> None:
+    from rl_tickets.report.loading import discover
+    from rl_tickets.report.methods import group_bounds, method_table, method_verdicts
+    from rl_tickets.report.tables import ReportOptions
+
+    for s in range(6):
+        for env, dense, value in (("CartPole-v0", "d0", 200.0), ("CartPole-v1", "d1", 500.0)):
+            for schedule in ("static", "set"):
+                prune = {"schedule": schedule, "distribution": "erk"}
+                rows = [(0, "ticket", 1.0, value), (1, schedule, 0.1, value)]
+                write_chain(tmp_path, f"{schedule}-{dense}", s, prune, rows, env, dense)
+    experiments = discover(tmp_path)
+    assert group_bounds(experiments) == {"d0": (0.0, 200.0), "d1": (0.0, 500.0)}
+    # Every seed at its cap, tied with dense: "matches" needs more seeds than 6 whatever the cap, and the
+    # verdict is computed once per group with that group's range (CartPole-v1's 500 is no outlier of 200).
+    verdicts = method_verdicts(method_table(experiments), ReportOptions(), group_bounds(experiments))
+    assert set(verdicts["group"]) == {"d0", "d1"}
+    assert set(verdicts.loc[verdicts["comparison"] == "dense", "verdict"]) == {"inconclusive"}
 
 
 def test_method_summary_gives_each_cells_mean_sd_and_t_interval() -> None:

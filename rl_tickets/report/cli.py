@@ -48,7 +48,7 @@ from rl_tickets.report.markdown import (
 )
 from rl_tickets.report.masks import analyse_masks, has_mask_plot, masks_markdown
 from rl_tickets.report.method_plots import plot_methods
-from rl_tickets.report.methods import group_titles, write_methods
+from rl_tickets.report.methods import group_bounds, group_titles, write_methods
 from rl_tickets.report.metrics import DEFAULT_METRIC, METRICS, metric_label
 from rl_tickets.report.plots import plot_masks, plot_metric_vs_density, plot_name
 from rl_tickets.report.ranges import metric_bounds
@@ -291,7 +291,9 @@ def main(argv: list[str] | None = None) -> int:
     label = metric_label(experiments[0], args.metric)
     methods = write_methods(experiments, out, options, label)
     if methods is not None:
-        plot_methods(methods, out / "methods.png", label, group_titles(experiments))
+        plot_methods(
+            methods, out / "methods.png", label, group_titles(experiments), group_bounds(experiments)
+        )
     see_methods = "\nMethods at equal density: [methods.md](methods.md)\n" if methods is not None else ""
     stability = write_reports(root, out)  # instability analyses (task=stability), if any
     (out / "index.md").write_text(

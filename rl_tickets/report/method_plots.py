@@ -41,16 +41,31 @@ def method_summary(table: pd.DataFrame) -> pd.DataFrame:
     return pd.DataFrame(rows, columns=SUMMARY_COLUMNS)
 
 
-def plot_methods(table: pd.DataFrame, path: Path, label: str, titles: dict[str, str]) -> None:
+def plot_methods(
+    table: pd.DataFrame,
+    path: Path,
+    label: str,
+    titles: dict[str, str],
+    bounds: dict[str, tuple[float, float] | None] | None = None,
+) -> None:
     """Draw ``methods.png``: per group, each sparse method's mean (95% CI) against density, dense as a line.
 
     :param table: the method table (``report.methods.method_table``).
     :param path: the image to write.
     :param label: what the metric is (the y axis).
     :param titles: group -> panel title (e.g. ``dqn on CartPole-v0``); the group's hash otherwise.
+    :param bounds: group -> the metric's known range: intervals are drawn clipped to it (a t-interval
+        of capped returns can reach past the cap; the csv keeps it whole).
     """
     summary = method_summary(table)
+    for group, known in (bounds or {}).items():
+        if known is not None:
+            mine = summary["group"] == group
+            summary.loc[mine, ["ci_low", "ci_high"]] = summary.loc[mine, ["ci_low", "ci_high"]].clip(*known)
     groups = sorted(summary["group"].unique())
+    # One colour and marker per method across every panel.
+    names = sorted(set(summary["method"]) - {DENSE})
+    styles = {m: (f"C{i % 10}", MARKERS[i % len(MARKERS)]) for i, m in enumerate(names)}
     fig = Figure(figsize=(6.5 * len(groups), 4.6), layout="constrained")
     axes = fig.subplots(1, len(groups), squeeze=False)[0]
     for ax, group in zip(axes, groups):
@@ -64,6 +79,7 @@ def plot_methods(table: pd.DataFrame, path: Path, label: str, titles: dict[str, 
         sparse = mine[mine["method"] != DENSE]
         n_methods = sparse["method"].nunique()
         for i, (method, at) in enumerate(sparse.groupby("method", sort=True)):
+            colour, marker = styles[str(method)]
             at = at.sort_values("density", ascending=False)
             errors = np.vstack([at["mean"] - at["ci_low"], at["ci_high"] - at["mean"]])
             # Methods meet at the same densities: a small sideways offset keeps their bars apart.
@@ -72,7 +88,8 @@ def plot_methods(table: pd.DataFrame, path: Path, label: str, titles: dict[str, 
                 at["density"] * offset,
                 at["mean"],
                 yerr=np.nan_to_num(errors),
-                marker=MARKERS[i % len(MARKERS)],
+                marker=marker,
+                color=colour,
                 capsize=3,
                 lw=1.2,
                 label=f"{method} (n={int(at['n'].min())}-{int(at['n'].max())})"
@@ -86,7 +103,8 @@ def plot_methods(table: pd.DataFrame, path: Path, label: str, titles: dict[str, 
         ax.grid(alpha=0.3)
         ax.legend(fontsize=7, loc="best")
     fig.suptitle(
-        "methods at equal density (offset sideways): mean over seeds, bars = 95% t-interval of the mean",
+        "methods at equal density (offset sideways): mean over seeds, bars = 95% t-interval of the mean "
+        "(clipped to the metric's range where known)",
         fontsize=10,
     )
     fig.savefig(path, dpi=110)

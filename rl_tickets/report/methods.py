@@ -110,17 +110,19 @@ def _values(cell: pd.DataFrame, seeds: list[int]) -> np.ndarray:
 
 
 def method_verdicts(
-    table: pd.DataFrame, options: ReportOptions, bounds: tuple[float, float] | None = None
+    table: pd.DataFrame, options: ReportOptions, bounds: dict[str, tuple[float, float] | None] | None = None
 ) -> pd.DataFrame:
     """Per group and density: each method against dense, and each pair of methods, paired by seed.
 
     :param table: output of :func:`method_table`.
     :param options: minimum seeds, tolerance, alpha and test.
-    :param bounds: the metric's known range (for "matches dense?" on tied seeds).
+    :param bounds: group -> the metric's known range there (:func:`group_bounds`; for "matches dense?" on
+        tied seeds). Groups differ: CartPole-v0 caps returns at 200, CartPole-v1 at 500.
     :return: :data:`VERDICT_COLUMNS`; a pair's row reads "``method`` is <verdict> than ``comparison``".
     """
     rows = []
     for group, in_group in table.groupby("group", sort=True):
+        group_range = (bounds or {}).get(str(group))
         seeds = sorted(in_group["seed"].unique())
         dense = _values(in_group[in_group["method"] == DENSE], seeds)
         for density, cell in in_group[in_group["method"] != DENSE].groupby("density", sort=True):
@@ -129,7 +131,7 @@ def method_verdicts(
             pairs = [(m, DENSE, "matches", values[m], dense) for m in methods]
             pairs += [(a, b, "beats", values[a], values[b]) for a, b in itertools.combinations(methods, 2)]
             for method, other, question, mine, theirs in pairs:
-                result = options.verdict(mine, theirs, question, bounds)
+                result = options.verdict(mine, theirs, question, group_range)
                 rows.append(
                     {
                         "group": group,
@@ -222,6 +224,15 @@ def group_titles(experiments: list[Experiment]) -> dict[str, str]:
     return out
 
 
+def group_bounds(experiments: list[Experiment]) -> dict[str, tuple[float, float] | None]:
+    """Comparison group (the dense run's hash) -> its metric's known range (``report.ranges``)."""
+    return {
+        Path(str(exp.meta["dense_dir"])).parent.name: metric_bounds(exp.meta)
+        for exp in experiments
+        if exp.meta.get("dense_dir")
+    }
+
+
 def write_methods(
     experiments: list[Experiment], out: Path, options: ReportOptions, label: str
 ) -> pd.DataFrame | None:
@@ -238,8 +249,7 @@ def write_methods(
     cells = table[table["method"] != DENSE].groupby(["group", "density"])["method"].nunique()
     if cells.empty or cells.max() < 2:
         return None
-    bounds = metric_bounds(experiments[0].meta) if experiments else None
-    verdicts = method_verdicts(table, options, bounds)
+    verdicts = method_verdicts(table, options, group_bounds(experiments))
     out.mkdir(parents=True, exist_ok=True)
     table.to_csv(out / "methods.csv", index=False)
     verdicts.to_csv(out / "methods_verdicts.csv", index=False)
