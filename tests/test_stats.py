@@ -371,3 +371,13 @@ def test_error_rate_script_runs(capsys: pytest.CaptureFixture[str]) -> None:
         and "| 20% | 100 | 17 | 19 |" in out
         and "0 error rate(s) over limit" in out
     )
+
+
+@pytest.mark.parametrize(("n", "verdict"), [(5, "inconclusive"), (6, "inconclusive"), (7, "below dense")])
+def test_a_verdict_against_dense_needs_seven_seeds_even_without_overlap(n: int, verdict: str) -> None:
+    # Every seed 0 against dense's 500 on CartPole's [0, 500]: the bounded test's one-sided p-value is
+    # 0.060, 0.033 and 0.018 at 5, 6 and 7 seeds, above alpha/2 = 0.025 until 7 (README, docs/verdicts.md).
+    result = stats.paired_verdict([0.0] * n, [500.0] * n, 5, question="matches", bounds=(0.0, 500.0))
+    assert result.verdict == verdict
+    mirror = stats.paired_verdict([500.0] * n, [500.0] * n, 5, question="matches", bounds=(0.0, 500.0))
+    assert mirror.verdict == "inconclusive"  # ties at the cap: "matches" needs 80 seeds (see above)
