@@ -74,3 +74,17 @@ def steps_per_second(steps: int, train_s: float) -> float | None:
     :return: None when nothing was trained or no time was measured.
     """
     return round(steps / train_s, 2) if steps > 0 and train_s > 0 else None
+
+
+def recorded_seconds(record: dict[str, float]) -> float:
+    """The seconds one ``metrics.json`` ``time`` record accounts for, each counted once.
+
+    ``total_s`` already includes the sections (from the start of the level's preparation to its mask
+    on disk), so it is the answer when present; a record without it (a stability copy's, an older
+    level's) is the sum of its sections.
+
+    :param record: the ``time`` entry, e.g. ``{"train_s": 47.6, "eval_s": 0.8, "total_s": 48.5}``.
+    """
+    if "total_s" in record:
+        return float(record["total_s"])
+    return sum(float(record.get(key, 0.0)) for key in TIME_KEYS)

@@ -15,10 +15,10 @@
    apart) and how many also have a barrier over the threshold (the path dips below the line joining
    the ends: Frankle et al.'s loss of linear connectivity); also how many paths have a point below both
    ends, and the largest barrier.
-4. What the study's trainings cost (``<out>/stability_cost.md``): the training, evaluation and saving
-   seconds each run records (``time`` in its ``metrics.json``; one process per core, so CPU-hours when
-   no two runs share a core), summed per analysis (its dense runs and copies) and per chain (its
-   levels and its dense level 0).
+4. What the study's trainings cost (``<out>/stability_cost.md``): the seconds each run records
+   (``time`` in its ``metrics.json``: its ``total_s``, which holds training, evaluation and saving; one
+   process per core, so CPU-hours when no two runs share a core), summed per analysis (its dense runs
+   and copies) and per chain (its levels and its dense level 0).
 
 Usage: ``python scripts/report_stability.py ROOT [--out ROOT/report] [--metric final|best|auc]``.
 """
@@ -39,6 +39,7 @@ from rl_tickets.report.ranges import metric_bounds
 from rl_tickets.report.records import TICKET, Experiment
 from rl_tickets.report.tables import ReportOptions, per_seed_table
 from rl_tickets.stability.choose import CHOICE_FILE
+from rl_tickets.timing import recorded_seconds
 
 AUTO = "_auto_k"
 
@@ -188,13 +189,10 @@ def instability_sources(root: Path) -> str:
     return md_table(headers, rows)
 
 
-def recorded_seconds(metrics_files: list[Path]) -> float:
-    """The seconds recorded in the ``time`` entries of these ``metrics.json`` files, summed."""
-    total = 0.0
-    for path in metrics_files:
-        times = json.loads(path.read_text()).get("time") or {}
-        total += sum(float(v) for v in times.values() if isinstance(v, int | float))
-    return total
+def recorded_seconds_of(metrics_files: list[Path]) -> float:
+    """The seconds recorded in the ``time`` entries of these ``metrics.json`` files, summed (each
+    record's ``total_s`` once, not added to the sections it already contains)."""
+    return sum(recorded_seconds(json.loads(path.read_text()).get("time") or {}) for path in metrics_files)
 
 
 def training_cost(root: Path) -> str:
@@ -208,7 +206,7 @@ def training_cost(root: Path) -> str:
             analysis.glob("seed_*/k_*/level_*/[ab]/metrics.json")
         )
         if runs:
-            rows.append([f"analysis {analysis.name}", len(runs), f"{recorded_seconds(runs) / 3600:.2f}"])
+            rows.append([f"analysis {analysis.name}", len(runs), f"{recorded_seconds_of(runs) / 3600:.2f}"])
     for chain in sorted(p for p in (root / "chains").glob("*") if p.is_dir()):
         runs = sorted(chain.glob("seed_*/level_*/*/metrics.json"))
         names = set()
@@ -219,7 +217,7 @@ def training_cost(root: Path) -> str:
             runs += sorted(dense.glob("level_00/*/metrics.json"))
         if runs:
             label = f"chain {chain.name} ({', '.join(sorted(names))})"
-            rows.append([label, len(runs), f"{recorded_seconds(runs) / 3600:.2f}"])
+            rows.append([label, len(runs), f"{recorded_seconds_of(runs) / 3600:.2f}"])
     return md_table(["what", "trainings", "hours recorded"], rows)
 
 

@@ -22,7 +22,7 @@ from rl_tickets.chain.store import ChainPaths
 from rl_tickets.chain.workers import Task, WorkerPool, threads_per_worker
 from rl_tickets.config import Config, PruneConfig, RewindConfig
 from rl_tickets.sparsity.masks import attach_masks, enforce_after_steps, load_mask, set_masks
-from rl_tickets.timing import TIME_KEYS, Stopwatch
+from rl_tickets.timing import TIME_KEYS, Stopwatch, recorded_seconds
 from rl_tickets.trainers import build_trainer
 
 HYPERPARAMS = {"n_steps": 64, "batch_size": 32, "n_epochs": 1}
@@ -197,3 +197,9 @@ def test_the_enforcer_step_hook_makes_no_host_copy() -> None:
         for patch in patches:
             patch.stop()
     assert int((net[0].weight[~net[0].weight_mask.bool()] != 0).sum()) == 0
+
+
+def test_recorded_seconds_count_a_levels_total_once() -> None:
+    # total_s already holds the sections; a record without it is the sum of its sections.
+    assert recorded_seconds({"train_s": 47.5, "eval_s": 0.8, "save_s": 0.1, "total_s": 48.6}) == 48.6
+    assert recorded_seconds({"train_s": 47.5, "eval_s": 0.8}) == pytest.approx(48.3)
