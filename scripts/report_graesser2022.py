@@ -10,6 +10,8 @@ Writes under ``--out``:
   evaluations) and of the final return, then Graesser et al.'s four findings checked on our runs, point by
   point, each with its paired verdicts: is pruning (gradual) best? is RigL close to SET? does ERK beat
   uniform? do sparse networks beat the small dense network?
+- ``cost.md``: per algorithm and variant, the runs, the hours they record and the fastest run
+  (:func:`cost_markdown`).
 
 Reads finished levels only, so it also works on a study still running (cells then say n < 5).
 """
@@ -17,6 +19,7 @@ Reads finished levels only, so it also works on a study still running (cells the
 from __future__ import annotations
 
 import argparse
+import json
 from pathlib import Path
 
 import numpy as np
@@ -35,6 +38,7 @@ from rl_tickets.report.methods import (
 )
 from rl_tickets.report.records import Experiment
 from rl_tickets.report.tables import ReportOptions
+from rl_tickets.timing import recorded_seconds
 
 METRIC = "last10"
 ORDER = ["ticket/global", "gradual/erk", "static/erk", "set/erk", "rigl/erk", "set/uniform", "small_dense"]
@@ -126,6 +130,42 @@ def findings_markdown(experiments: list[Experiment], options: ReportOptions) -> 
     return "\n".join(out)
 
 
+def cost_markdown(root: Path) -> str:
+    """``cost.md``: per algorithm and variant, the runs, the hours they record (each level's ``total_s``,
+    wall time: it includes any time the run shared a core) and the fastest run with its training
+    throughput. Each dense level is counted once, however many chains share it.
+
+    :param root: the study's results root.
+    """
+    levels: list[tuple[str, str, Path]] = []  # (algo, variant, metrics.json)
+    dense_levels: dict[Path, str] = {}  # each shared dense level once
+    for meta_file in sorted(root.glob("chains/*/seed_*/meta.json")):
+        meta = json.loads(meta_file.read_text())
+        algo = str(meta.get("algo"))
+        levels += [(algo, m.parent.name, m) for m in sorted(meta_file.parent.glob("level_*/*/metrics.json"))]
+        dense = Path(str(meta.get("dense_dir", "")))
+        for m in (root / "dense" / dense.parent.name / dense.name).glob("level_00/*/metrics.json"):
+            dense_levels[m] = algo
+    levels += [(algo, DENSE, m) for m, algo in sorted(dense_levels.items())]
+    runs: dict[tuple[str, str], list[tuple[float, float]]] = {}
+    for algo, variant, path in levels:
+        record = json.loads(path.read_text())
+        seconds = recorded_seconds(record.get("time") or {})
+        runs.setdefault((algo, variant), []).append((seconds, record.get("steps_per_s") or 0.0))
+    rows, totals = [], {}
+    for (algo, variant), found in sorted(runs.items()):
+        seconds = [s for s, _ in found]
+        fastest = min(found)
+        totals[algo] = totals.get(algo, 0.0) + sum(seconds)
+        rows.append(
+            [algo, variant, len(found), f"{sum(seconds) / 3600:.2f}", f"{np.mean(seconds):.0f}",
+             f"{fastest[0]:.0f} ({fastest[1]:.0f} steps/s)"]
+        )  # fmt: skip
+    rows += [[algo, "all", "", f"{total / 3600:.2f}", "", ""] for algo, total in sorted(totals.items())]
+    headers = ["algo", "variant", "runs", "hours recorded", "mean s", "fastest run s (training throughput)"]
+    return "# What the study's runs recorded\n\n" + md_table(headers, rows)
+
+
 def main() -> None:
     """Write the standard report and findings.md."""
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
@@ -141,6 +181,7 @@ def main() -> None:
     experiments = discover(args.root)
     options = ReportOptions(min_seeds=args.min_seeds, metric=METRIC)
     (args.out / "findings.md").write_text(findings_markdown(experiments, options))
+    (args.out / "cost.md").write_text(cost_markdown(args.root))
     print(f"report_graesser2022: wrote {args.out / 'findings.md'}")
 
 
