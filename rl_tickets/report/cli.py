@@ -16,8 +16,9 @@ experiment, under ``--out`` (default ``ROOT/report``):
   across seeds and across levels, actor vs critic density;
 
 where chains share a dense run, ``methods.md`` + ``methods.png`` (+ csvs): every method at equal density
-with pairwise verdicts (:mod:`rl_tickets.report.methods`), and ``index.md`` listing the experiments (and the instability analyses under ``ROOT/stability/``, each
-in ``stability-<learner>-<hash8>/``: :func:`rl_tickets.stability.figures.write_reports`). Any chain may
+with pairwise verdicts (:mod:`rl_tickets.report.methods`), and ``index.md`` listing the experiments (and
+the instability analyses under ``ROOT/stability/``, each in ``stability-<learner>-<hash8>/``:
+:func:`rl_tickets.stability.figures.write_reports`). Any chain may
 be incomplete: missing levels, controls, masks or files are skipped with a note, never an error.
 """
 

@@ -55,6 +55,12 @@ def method_name(exp: Experiment, level: int, variant: str) -> str:
     return variant
 
 
+def group_of(exp: Experiment) -> str | None:
+    """An experiment's comparison group: the hash of the dense run its chains share (None without one)."""
+    dense_dir = exp.meta.get("dense_dir")
+    return Path(str(dense_dir)).parent.name if dense_dir else None
+
+
 def method_table(experiments: list[Experiment], metric: str = "final") -> pd.DataFrame:
     """One row per (comparison group, method, seed, density) over every experiment.
 
@@ -64,8 +70,8 @@ def method_table(experiments: list[Experiment], metric: str = "final") -> pd.Dat
     """
     frames = []
     for exp in experiments:
-        dense_dir = exp.meta.get("dense_dir")
-        if not dense_dir:
+        group = group_of(exp)
+        if group is None:
             continue
         rows = per_seed_table(exp, metric)
         rows = rows[~rows["variant"].isin(SUPERMASK_CONTROLS)]
@@ -75,7 +81,7 @@ def method_table(experiments: list[Experiment], metric: str = "final") -> pd.Dat
         frames.append(
             pd.DataFrame(
                 {
-                    "group": Path(str(dense_dir)).parent.name,
+                    "group": group,
                     "method": methods,
                     "density": rows["density"].to_numpy(float),
                     "seed": rows["seed"].to_numpy(),
@@ -217,20 +223,15 @@ def group_titles(experiments: list[Experiment]) -> dict[str, str]:
     """Comparison group (the dense run's hash) -> ``algo on env``, for headings and figure panels."""
     out = {}
     for exp in experiments:
-        dense = exp.meta.get("dense_dir")
-        if dense:
+        if (group := group_of(exp)) is not None:
             env = ((exp.meta.get("config") or {}).get("env") or {}).get("id")
-            out[Path(str(dense)).parent.name] = f"{exp.meta.get('algo')} on {env}"
+            out[group] = f"{exp.meta.get('algo')} on {env}"
     return out
 
 
 def group_bounds(experiments: list[Experiment]) -> dict[str, tuple[float, float] | None]:
     """Comparison group (the dense run's hash) -> its metric's known range (``report.ranges``)."""
-    return {
-        Path(str(exp.meta["dense_dir"])).parent.name: metric_bounds(exp.meta)
-        for exp in experiments
-        if exp.meta.get("dense_dir")
-    }
+    return {group: metric_bounds(exp.meta) for exp in experiments if (group := group_of(exp)) is not None}
 
 
 def write_methods(
