@@ -745,7 +745,9 @@ def test_the_report_compares_methods_at_equal_density_and_gives_one_run_chains_v
     assert "](methods.png)" in text and (tmp_path / "report" / "methods.png").stat().st_size > 10_000
 
 
-def test_each_comparison_group_gets_its_own_environments_return_range(tmp_path: Path) -> None:
+def test_each_comparison_group_gets_its_own_environments_return_range(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     from rl_tickets.report.loading import discover
     from rl_tickets.report.methods import group_bounds, method_table, method_verdicts
     from rl_tickets.report.tables import ReportOptions
@@ -758,10 +760,20 @@ def test_each_comparison_group_gets_its_own_environments_return_range(tmp_path: 
                 write_chain(tmp_path, f"{schedule}-{dense}", s, prune, rows, env, dense)
     experiments = discover(tmp_path)
     assert group_bounds(experiments) == {"d0": (0.0, 200.0), "d1": (0.0, 500.0)}
-    # Every seed at its cap, tied with dense: "matches" needs more seeds than 6 whatever the cap, and the
-    # verdict is computed once per group with that group's range (CartPole-v1's 500 is no outlier of 200).
+    # Each verdict is computed with its own group's range: a CartPole-v0 pair (values at 200) with
+    # (0, 200), a CartPole-v1 pair (at 500) with (0, 500), never the other group's.
+    seen: set[tuple[float, tuple[float, float] | None]] = set()
+    verdict = ReportOptions.verdict
+
+    def recording(self: ReportOptions, mine: Any, theirs: Any, question: str, bounds: Any) -> Any:
+        seen.add((float(np.max(theirs)), bounds))
+        return verdict(self, mine, theirs, question, bounds)
+
+    monkeypatch.setattr(ReportOptions, "verdict", recording)
     verdicts = method_verdicts(method_table(experiments), ReportOptions(), group_bounds(experiments))
+    assert seen == {(200.0, (0.0, 200.0)), (500.0, (0.0, 500.0))}
     assert set(verdicts["group"]) == {"d0", "d1"}
+    # Every seed at its cap, tied with dense: "matches" needs more seeds than 6 whatever the cap.
     assert set(verdicts.loc[verdicts["comparison"] == "dense", "verdict"]) == {"inconclusive"}
 
 
